@@ -1,0 +1,21 @@
+"""Beibei as shipped by GHCF / MBSSL: pv -> cart -> buy, "adjacency lists" (`user item1 item2 ...`), 0-based.
+
+Files pv.txt, cart.txt, train.txt (buy) and test.txt (`user item` pairs). Place them in <data dir>/beibei.
+"""
+from hnt_jax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  data = config.data
+  data.name = "beibei"
+  data.format = "adjacency"
+  data.subdir = "beibei"
+  data.behaviors = "pv,cart,buy"
+  data.target = "buy"
+  data.files = dict(pv="pv.txt", cart="cart.txt", buy="train.txt")
+  data.valid_file = ""
+  data.test_file = "test.txt"
+  data.id_base = 0
+  data.split = "published"
+  return config

@@ -1,0 +1,22 @@
+"""RetailRocket as split by CML (`retailrocket_cml`): view -> cart -> buy, "pickled csr", 0-based ids.
+
+One held-out purchase per user in `tst_int`, no validation file; that lineage ranks the held-out item
+against 99 sampled negatives.
+"""
+from hnt_jax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  data = config.data
+  data.name = "retailrocket"
+  data.format = "pickled_csr"
+  data.subdir = "retailrocket_cml"
+  data.behaviors = "view,cart,buy"
+  data.target = "buy"
+  data.files = dict(view="trn_view", cart="trn_cart", buy="trn_buy")
+  data.valid_file = ""
+  data.test_file = "tst_int"
+  data.id_base = 0
+  data.split = "published"
+  return config

@@ -1,0 +1,121 @@
+"""The configuration schema of hnt_jax: every key a run may set, with its default.
+
+`configs/*.py` start from `base_config()` and override what differs; command-line overrides
+(`--config.model.embed_dim=128`) may only touch keys that exist here.
+"""
+import difflib
+import importlib.util
+import os
+from typing import Sequence
+
+import ml_collections
+
+from hnt_jax.data.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every configurable key with its default value."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # --- data ---------------------------------------------------------------
+  data = config.data = ml_collections.ConfigDict()
+  data.name = "synthetic"
+  data.format = "synthetic"  # pairs | adjacency | pickled_csr | synthetic
+  data.dir = ""  # root of the dataset folders; empty: the HNT_DATA_DIR environment variable
+  data.subdir = ""  # folder of this dataset under data.dir
+  data.behaviors = "view,cart,buy"  # cascade order, target last; drop one with e.g. "cart,buy"
+  data.target = "buy"
+  # behavior -> file name, for every behavior the dataset ships (data.behaviors picks which are read)
+  data.files = ml_collections.ConfigDict()
+  data.valid_file = ""  # empty: no validation split
+  data.test_file = "test.txt"
+  data.count_file = ""  # JSON {"user": M, "item": N} (CRGCN layout); empty: use n_users / n_items
+  data.n_users = 0  # declared totals; 0: take them from count_file, the matrices, or the largest id
+  data.n_items = 0
+  data.id_base = 1  # 1 if the files count users and items from 1, 0 if from 0
+  # holdout_valid: validation pairs are removed from the training target (clean model selection);
+  # published: the files are read exactly as published.
+  data.split = "holdout_valid"
+  # The published validation file is a subset of the training target (taobao_mbcgcn); allowed only then.
+  data.valid_inside_train = False
+  data.cache_dir = ""  # processed-data cache; empty: $HNT_CACHE_DIR or ~/.cache/hnt_jax
+  data.use_cache = True
+
+  # Synthetic generator (used when data.format == "synthetic"); see hnt_jax/data/synthetic.py.
+  syn = data.synthetic = ml_collections.ConfigDict()
+  syn.n_users = 600
+  syn.n_items = 400
+  syn.dim = 8
+  syn.purchases_per_user = 6.0  # mean number of training purchases
+  syn.hesitations_per_user = 6.0  # mean number of genuine-interest items viewed but not bought
+  syn.noise_rate = 0.3  # noise (misoperation) edges per genuine auxiliary edge
+  syn.cart_purchase_rate = 0.5  # share of purchased items that were also carted
+  syn.cart_hesitation_rate = 0.3  # share of hesitation items that were carted
+  syn.heldout_hesitation_prob = 0.8  # chance that a held-out purchase is one of the user's hesitations
+  syn.popularity = 1.0  # strength of the item-popularity skew
+  syn.temperature = 0.5  # sharpness of the user-item affinity
+  syn.seed = 0
+
+  return config
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:argument]` the way `--config` does."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location("_hnt_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+  """Every `key.path[=value]` must name an existing key, and the value must fit its type."""
+  for override in overrides:
+    key, has_value, value = override.partition("=")
+    node = config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        where = ".".join(parts[:depth]) or "config"
+        known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(part, known, n=1)
+        hint = f"; did you mean {'.'.join(parts[:depth] + close)!r}?" if close else (
+            f"; {where} has: {', '.join(sorted(known))}" if known else "")
+        raise ConfigError(f"config key {key!r} does not exist{hint}")
+      node = node[part]
+    if has_value and isinstance(node, (bool, int, float)) and not isinstance(node, str):
+      _check_value(key, node, value)
+
+
+def _check_value(key: str, current, value: str) -> None:
+  kind = type(current)
+  try:
+    if kind is bool:
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError
+    elif kind is int:
+      int(value)
+    else:
+      float(value)
+  except ValueError:
+    raise ConfigError(f"--config.{key}={value!r}: expected a {kind.__name__}") from None
+
+
+def overrides_from_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
+  """The `--config` file spec and the `--config.key=value` overrides in a command line."""
+  spec, overrides = "", []
+  args = list(argv)
+  for i, arg in enumerate(args):
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(args):
+      spec = args[i + 1]
+    elif arg.startswith("--config."):
+      body = arg[len("--config."):]
+      if "=" not in body and i + 1 < len(args) and not args[i + 1].startswith("--"):
+        body = f"{body}={args[i + 1]}"
+      overrides.append(body)
+  return spec, overrides

@@ -1,0 +1,27 @@
+"""Errors raised for bad input: each names the file, the line (when there is one) and what is wrong."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+class DataError(ValueError):
+  """A dataset file or setting is wrong. `str(err)` reads `path:line: message`."""
+
+  def __init__(self, message: str, path: Optional[os.PathLike | str] = None,
+               line: Optional[int] = None):
+    self.message = message
+    self.path = None if path is None else str(path)
+    self.line = line
+    where = ""
+    if self.path is not None:
+      where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+    super().__init__(where + message)
+
+
+class DatasetNotFoundError(DataError):
+  """The dataset directory or one of its files is missing."""
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid or a key does not exist."""

@@ -1,0 +1,74 @@
+"""Checks that turn raw interactions into trustworthy matrices, with errors naming file and line."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from hnt_jax.data.errors import DataError
+from hnt_jax.data.formats import Interactions
+
+
+def to_zero_based(x: Interactions, id_base: int) -> Interactions:
+  """Shifts ids to 0-based; an id below the base is reported with its line."""
+  if id_base == 0 or len(x) == 0:
+    return x
+  low = (x.users < id_base) | (x.items < id_base)
+  if low.any():
+    k = int(np.argmax(low))
+    raise DataError(f"id below the dataset's id base {id_base} (user {x.users[k]}, item {x.items[k]}); "
+                    f"set data.id_base=0 if the files count from 0", x.path, _line(x, k))
+  return Interactions(x.users - id_base, x.items - id_base, x.lines, x.path)
+
+
+def check_in_range(x: Interactions, n_users: int, n_items: int, id_base: int) -> None:
+  """Every 0-based id must be below the declared totals."""
+  if len(x) == 0:
+    return
+  bad = (x.users >= n_users) | (x.items >= n_items)
+  if bad.any():
+    k = int(np.argmax(bad))
+    raise DataError(
+        f"id out of range: user {x.users[k] + id_base}, item {x.items[k] + id_base} "
+        f"(the dataset declares {n_users} users and {n_items} items, ids from {id_base})",
+        x.path, _line(x, k))
+
+
+def check_not_empty(x: Interactions, behavior: str) -> None:
+  if len(x) == 0:
+    raise DataError(f"behavior {behavior!r} has no interactions; drop it from data.behaviors",
+                    x.path)
+
+
+def to_binary_csr(x: Interactions, n_users: int, n_items: int) -> tuple[sp.csr_matrix, int]:
+  """Binary users x items CSR matrix (sorted indices) and the number of duplicate pairs removed."""
+  keys = x.users * n_items + x.items
+  unique = np.unique(keys)
+  rows, cols = np.divmod(unique, n_items)
+  mat = sp.csr_matrix((np.ones(unique.shape[0], np.float32), (rows, cols)),
+                      shape=(n_users, n_items))
+  mat.sort_indices()
+  return mat, int(keys.shape[0] - unique.shape[0])
+
+
+def pairs_in(x: Interactions, mat: sp.csr_matrix) -> np.ndarray:
+  """Boolean mask: which pairs of `x` are non-zero in `mat`."""
+  if len(x) == 0:
+    return np.zeros(0, bool)
+  return np.asarray(mat[x.users, x.items]).ravel() != 0
+
+
+def check_no_leakage(heldout: Interactions, train_target: sp.csr_matrix, split_name: str,
+                     train_path: str) -> None:
+  """A held-out pair that is also a training target pair would be masked out of ranking: an error."""
+  leak = pairs_in(heldout, train_target)
+  if leak.any():
+    k = int(np.argmax(leak))
+    raise DataError(
+        f"{int(leak.sum())} {split_name} pair(s) also appear in the training target {train_path} "
+        f"(leakage), first: user {heldout.users[k]}, item {heldout.items[k]} (0-based)",
+        heldout.path, _line(heldout, k))
+
+
+def _line(x: Interactions, k: int):
+  line = int(x.lines[k])
+  return line if line > 0 else None

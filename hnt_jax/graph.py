@@ -1,0 +1,110 @@
+"""Graphs built once from a Dataset: normalized BCOO adjacencies and per-edge index arrays.
+
+For every behavior b with training matrix R_b (users x items):
+* `adj`: the symmetric-normalized bipartite adjacency  Â = D^{-1/2} [[0, R], [Rᵀ, 0]] D^{-1/2}  over the
+  M + N nodes (users first, then items) as a `jax.experimental.sparse.BCOO` with sorted, unique indices;
+  nodes without edges have empty rows (no division by zero);
+* `incidence`: R_b itself as an M x N BCOO (data = 1), whose data a model may replace by per-edge weights;
+* `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`).
+
+Everything here is host NumPy turned into device arrays once; models only read it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
+
+from hnt_jax.data.dataset import Dataset
+
+
+@flax.struct.dataclass
+class BehaviorGraph:
+  adj: jsparse.BCOO  # (M+N) x (M+N), symmetric normalized
+  incidence: jsparse.BCOO  # M x N, binary, CSR order
+  users: jax.Array  # [E] int32
+  items: jax.Array  # [E] int32
+
+  @property
+  def n_edges(self) -> int:
+    return int(self.users.shape[0])
+
+
+@flax.struct.dataclass
+class Graphs:
+  """All device-side graph structures of a dataset; a pytree, so it can be passed into `jax.jit`."""
+  per_behavior: tuple[BehaviorGraph, ...]
+  merged: Optional[BehaviorGraph]  # all behaviors as one graph (LightGCN-G)
+  behaviors: tuple[str, ...] = flax.struct.field(pytree_node=False)
+  n_users: int = flax.struct.field(pytree_node=False)
+  n_items: int = flax.struct.field(pytree_node=False)
+
+  def __getitem__(self, behavior: str) -> BehaviorGraph:
+    return self.per_behavior[self.behaviors.index(behavior)]
+
+  @property
+  def target(self) -> BehaviorGraph:
+    return self.per_behavior[-1]
+
+
+def normalized_adjacency(mat: sp.spmatrix, dtype=np.float32) -> jsparse.BCOO:
+  """Â = D^{-1/2} A D^{-1/2} of the bipartite graph of `mat` (users x items) as a sorted BCOO."""
+  csr = sp.csr_matrix(mat, dtype=np.float64)
+  csr.sum_duplicates()
+  csr.data[:] = 1.0
+  m, n = csr.shape
+  deg_u = np.asarray(csr.sum(axis=1)).ravel()
+  deg_i = np.asarray(csr.sum(axis=0)).ravel()
+  inv_u = np.where(deg_u > 0, 1.0 / np.sqrt(np.maximum(deg_u, 1)), 0.0)
+  inv_i = np.where(deg_i > 0, 1.0 / np.sqrt(np.maximum(deg_i, 1)), 0.0)
+  coo = csr.tocoo()  # (user, item) sorted by user then item
+  upper_rows, upper_cols = coo.row, coo.col + m
+  csc = csr.tocsc()
+  csc.sort_indices()
+  lower_cols = csc.indices  # users, sorted within each item
+  lower_rows = np.repeat(np.arange(n), np.diff(csc.indptr)) + m
+  rows = np.concatenate([upper_rows, lower_rows]).astype(np.int32)
+  cols = np.concatenate([upper_cols, lower_cols]).astype(np.int32)
+  weights = np.concatenate([inv_u[coo.row] * inv_i[coo.col],
+                            inv_u[lower_cols] * inv_i[lower_rows - m]]).astype(dtype)
+  indices = np.stack([rows, cols], axis=1)
+  return jsparse.BCOO((jnp.asarray(weights), jnp.asarray(indices)), shape=(m + n, m + n),
+                      indices_sorted=True, unique_indices=True)
+
+
+def incidence(mat: sp.spmatrix, dtype=np.float32) -> jsparse.BCOO:
+  """`mat` as a binary M x N BCOO with entries in CSR order."""
+  csr = sp.csr_matrix(mat)
+  csr.sum_duplicates()
+  csr.sort_indices()
+  rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)).astype(np.int32)
+  indices = np.stack([rows, csr.indices.astype(np.int32)], axis=1)
+  return jsparse.BCOO((jnp.ones(rows.shape[0], dtype), jnp.asarray(indices)), shape=csr.shape,
+                      indices_sorted=True, unique_indices=True)
+
+
+def behavior_graph(mat: sp.spmatrix) -> BehaviorGraph:
+  inc = incidence(mat)
+  return BehaviorGraph(adj=normalized_adjacency(mat), incidence=inc,
+                       users=inc.indices[:, 0], items=inc.indices[:, 1])
+
+
+def build_graphs(ds: Dataset, merged: bool = True) -> Graphs:
+  """Device graphs of every behavior of `ds` (and of their union when `merged`)."""
+  per = tuple(behavior_graph(ds.train[b]) for b in ds.behaviors)
+  union = None
+  if merged:
+    total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
+    union = behavior_graph(total)
+  return Graphs(per_behavior=per, merged=union, behaviors=tuple(ds.behaviors), n_users=ds.n_users,
+                n_items=ds.n_items)
+
+
+def propagate(adj: jsparse.BCOO, x: jax.Array) -> jax.Array:
+  """One propagation layer: Â · x."""
+  return adj @ x

@@ -1,0 +1,168 @@
+"""Loading a dataset folder: validation errors with file and line, splits, duplicates, cache."""
+import json
+import pickle
+
+import ml_collections
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hnt_jax.config import base_config
+from hnt_jax.data import formats, load
+from hnt_jax.data.errors import ConfigError, DataError, DatasetNotFoundError
+
+
+def pairs_dataset(tmp_path, files, **overrides) -> ml_collections.ConfigDict:
+  """A "pairs" dataset folder with the given file contents and a config pointing at it."""
+  folder = tmp_path / "toy"
+  folder.mkdir(exist_ok=True)
+  for name, text in files.items():
+    (folder / name).write_text(text)
+  config = base_config()
+  data = config.data
+  data.name, data.format, data.dir, data.subdir = "toy", "pairs", str(tmp_path), "toy"
+  data.behaviors, data.target = "view,buy", "buy"
+  data.files = dict(view="view.txt", buy="buy.txt")
+  data.valid_file, data.test_file = "valid.txt", "test.txt"
+  data.n_users, data.n_items, data.id_base = 3, 4, 1
+  for key, value in overrides.items():
+    data[key] = value
+  return data
+
+
+TOY = {
+    "view.txt": "1 1\n1 2\n2 3\n3 4\n1 1\n",  # one duplicate
+    "buy.txt": "1 1\n2 3\n2 2\n3 4\n",
+    "valid.txt": "2 2\n",  # inside buy.txt
+    "test.txt": "1 3\n2 4\n",  # user 3 has no test item
+}
+
+
+def test_toy_dataset_holdout_valid(tmp_path):
+  ds = load.load_dataset(pairs_dataset(tmp_path, TOY))
+  assert ds.n_users == 3 and ds.n_items == 4 and ds.behaviors == ("view", "buy")
+  assert ds.train["view"].nnz == 4 and ds.info["duplicates"]["view"] == 1
+  buy = ds.train["buy"].toarray()
+  assert buy[1, 1] == 0 and buy.sum() == 3  # validation pair (2,2) -> 0-based (1,1) held out
+  assert ds.info["heldout_from_train"] == 1
+  assert ds.valid.toarray()[1, 1] == 1
+  assert ds.test.toarray()[0, 2] == 1 and ds.test.toarray()[1, 3] == 1
+  assert ds.info["users_without_test"] == 1
+  assert ds.evaluated_users("test").tolist() == [0, 1]
+
+
+def test_published_split_keeps_files_as_published(tmp_path):
+  ds = load.load_dataset(pairs_dataset(tmp_path, TOY, split="published", valid_inside_train=True))
+  assert ds.train["buy"].nnz == 4
+
+
+def test_validation_inside_train_is_leakage_unless_declared(tmp_path):
+  with pytest.raises(DataError, match="validation pair.*leakage") as err:
+    load.load_dataset(pairs_dataset(tmp_path, TOY, split="published"))
+  assert err.value.path.endswith("valid.txt") and err.value.line == 1
+
+
+def test_test_pair_in_training_target_is_leakage(tmp_path):
+  files = dict(TOY, **{"test.txt": "1 3\n3 4\n"})
+  with pytest.raises(DataError, match="test pair.*leakage") as err:
+    load.load_dataset(pairs_dataset(tmp_path, files))
+  assert err.value.path.endswith("test.txt") and err.value.line == 2
+
+
+def test_id_out_of_range_names_file_and_line(tmp_path):
+  files = dict(TOY, **{"view.txt": "1 1\n1 5\n"})
+  with pytest.raises(DataError, match="id out of range: user 1, item 5") as err:
+    load.load_dataset(pairs_dataset(tmp_path, files))
+  assert err.value.path.endswith("view.txt") and err.value.line == 2
+
+
+def test_id_below_base(tmp_path):
+  files = dict(TOY, **{"buy.txt": "1 1\n0 3\n"})
+  with pytest.raises(DataError, match="below the dataset's id base") as err:
+    load.load_dataset(pairs_dataset(tmp_path, files))
+  assert err.value.line == 2
+
+
+def test_empty_behavior(tmp_path):
+  files = dict(TOY, **{"view.txt": "\n"})
+  with pytest.raises(DataError, match="behavior 'view' has no interactions"):
+    load.load_dataset(pairs_dataset(tmp_path, files))
+
+
+def test_missing_behavior_file_says_how_to_drop_it(tmp_path):
+  files = {k: v for k, v in TOY.items() if k != "view.txt"}
+  with pytest.raises(DatasetNotFoundError, match=r"view\.txt.*--config\.data\.behaviors=buy"):
+    load.load_dataset(pairs_dataset(tmp_path, files))
+  ds = load.load_dataset(pairs_dataset(tmp_path, files, behaviors="buy"))
+  assert ds.behaviors == ("buy",)
+
+
+def test_missing_folder_says_where_data_comes_from(tmp_path):
+  data = pairs_dataset(tmp_path, TOY, subdir="taobao_mbcgcn")
+  with pytest.raises(DatasetNotFoundError, match="hnt_jax.data.download taobao"):
+    load.load_dataset(data)
+
+
+def test_behaviors_must_end_with_target(tmp_path):
+  with pytest.raises(ConfigError, match="must end with the target"):
+    load.load_dataset(pairs_dataset(tmp_path, TOY, behaviors="buy,view"))
+
+
+def test_count_file_declares_totals(tmp_path):
+  files = dict(TOY, **{"count.txt": json.dumps({"user": 5, "item": 9})})
+  ds = load.load_dataset(pairs_dataset(tmp_path, files, count_file="count.txt", n_users=0, n_items=0))
+  assert (ds.n_users, ds.n_items) == (5, 9)
+
+
+def test_totals_inferred_from_largest_id(tmp_path):
+  ds = load.load_dataset(pairs_dataset(tmp_path, TOY, n_users=0, n_items=0))
+  assert (ds.n_users, ds.n_items) == (3, 4)
+
+
+def test_adjacency_format(tmp_path):
+  files = {"view.txt": "0 0 1\n1 2\n2 3\n", "buy.txt": "0 0\n1 2 1\n2 3\n", "valid.txt": "",
+           "test.txt": "0 2\n1 3\n"}
+  ds = load.load_dataset(pairs_dataset(tmp_path, files, format="adjacency", id_base=0, valid_file=""))
+  assert ds.train["buy"].toarray().tolist() == [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]]
+  assert ds.valid is None
+
+
+def test_pickled_csr_format(tmp_path):
+  folder = tmp_path / "toy"
+  folder.mkdir()
+  view = sp.csr_matrix(np.array([[1700000000, 0, 5], [0, 3, 0]], dtype=np.int64))
+  buy = sp.csr_matrix(np.array([[1, 0, 0], [0, 1, 0]], dtype=np.int64))
+  (folder / "trn_view").write_bytes(pickle.dumps(view))
+  (folder / "trn_buy").write_bytes(pickle.dumps(buy))
+  (folder / "tst_int").write_bytes(pickle.dumps([2, None]))
+  data = pairs_dataset(tmp_path, {}, format="pickled_csr", id_base=0, valid_file="", test_file="tst_int",
+                       n_users=0, n_items=0, split="published")
+  data.files = dict(view="trn_view", buy="trn_buy")
+  ds = load.load_dataset(data)
+  assert (ds.n_users, ds.n_items) == (2, 3)
+  assert ds.train["view"].toarray().tolist() == [[1, 0, 1], [0, 1, 0]]
+  assert ds.test.toarray().tolist() == [[0, 0, 1], [0, 0, 0]]
+  assert ds.info["users_without_test"] == 1
+
+
+def test_second_load_comes_from_cache_and_cache_follows_content(tmp_path, monkeypatch):
+  data = pairs_dataset(tmp_path, TOY)
+  first = load.load_dataset(data)
+
+  def fail(*a, **k):
+    raise AssertionError("parsed the source again")
+
+  with monkeypatch.context() as m:
+    m.setattr(formats, "read_pairs", fail)
+    second = load.load_dataset(data)
+  for b in first.behaviors:
+    assert (first.train[b] != second.train[b]).nnz == 0
+  assert (first.test != second.test).nnz == 0 and first.info == second.info
+  (tmp_path / "toy" / "view.txt").write_text("1 1\n")  # content changed: the cache must not be used
+  assert load.load_dataset(data).train["view"].nnz == 1
+
+
+def test_cache_is_written_under_cache_dir_not_beside_data(tmp_path):
+  load.load_dataset(pairs_dataset(tmp_path, TOY, cache_dir=str(tmp_path / "cache")))
+  assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(TOY)
+  assert len(list((tmp_path / "cache").glob("toy-*.npz"))) == 1

@@ -19,4 +19,5 @@ def get_config():
   data.test_file = "tst_int"
   data.id_base = 0
   data.split = "published"
+  config.eval.protocol = "sampled"  # this lineage ranks the held-out item against 99 sampled items
   return config

@@ -12,4 +12,9 @@ def get_config():
   config.data.format = "synthetic"
   config.data.behaviors = "view,cart,buy"
   config.data.target = "buy"
+  # a small graph: smaller batches so an epoch has several steps
+  config.train.batch_size = 512
+  config.train.learning_rate = 5e-3
+  config.train.epochs = 60
+  config.train.eval_every = 5
   return config

@@ -57,6 +57,37 @@ def base_config() -> ml_collections.ConfigDict:
   syn.temperature = 0.5  # sharpness of the user-item affinity
   syn.seed = 0
 
+  # --- model --------------------------------------------------------------
+  model = config.model = ml_collections.ConfigDict()
+  model.name = "lightgcn"  # see hnt_jax.models.REGISTRY
+  model.embed_dim = 64
+  model.n_layers = 2
+  model.init_std = 0.1
+  model.l2 = 1e-4  # λ_2: weight of ‖E⁰_batch‖² / B
+  model.heuristic_weights = ""  # heuristic: per auxiliary behavior, comma-separated; empty: 1,2,...
+  model.heuristic_popularity = 0.5  # heuristic: weight of normalized purchase popularity
+
+  # --- training -------------------------------------------------------------
+  train = config.train = ml_collections.ConfigDict()
+  train.epochs = 200  # upper bound; early stopping usually ends sooner
+  train.batch_size = 4096  # target pairs per step
+  train.optimizer = "adam"  # adam | adamw | sgd
+  train.learning_rate = 1e-3
+  train.weight_decay = 0.0  # adamw only
+  train.eval_every = 5  # epochs between validation evaluations
+  train.patience = 5  # evaluations without improvement before stopping; 0: never stop early
+  train.select_metric = "ndcg@10"  # validation metric for early stopping and the best checkpoint
+  train.checkpoint_every = 5  # epochs between resumable checkpoints (also after every evaluation)
+  train.progress = True  # progress bar
+
+  # --- evaluation ---------------------------------------------------------------
+  ev = config.eval = ml_collections.ConfigDict()
+  ev.protocol = "full"  # full | sampled
+  ev.ks = "10,20,50"
+  ev.chunk_cells = 1 << 25  # memory budget: users x items x (max held-out items + 1) per chunk
+  ev.n_negatives = 99  # sampled protocol
+  ev.sample_seed = 0  # sampled protocol: fixed negatives
+
   return config
 
 

@@ -5,7 +5,8 @@ For every behavior b with training matrix R_b (users x items):
   M + N nodes (users first, then items) as a `jax.experimental.sparse.BCOO` with sorted, unique indices;
   nodes without edges have empty rows (no division by zero);
 * `incidence`: R_b itself as an M x N BCOO (data = 1), whose data a model may replace by per-edge weights;
-* `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`).
+* `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`);
+* `rows`: R_b as `UserRows`, to read the items of a batch of users (masks, candidates, heuristics).
 
 Everything here is host NumPy turned into device arrays once; models only read it.
 """
@@ -24,11 +25,52 @@ from hnt_jax.data.dataset import Dataset
 
 
 @flax.struct.dataclass
+class UserRows:
+  """A users x items CSR matrix on device, read a batch of users at a time with static shapes.
+
+  `padded(users)` gives each user's items as a [B, max_degree] array with a mask; `dense(users)` scatters
+  them into a [B, N] matrix. Cost O(B x max_degree), never O(nnz).
+  """
+  indptr: jax.Array  # [M+1] int32
+  indices: jax.Array  # [E] int32
+  max_degree: int = flax.struct.field(pytree_node=False)
+  n_items: int = flax.struct.field(pytree_node=False)
+
+  def degree(self, users: jax.Array) -> jax.Array:
+    return self.indptr[users + 1] - self.indptr[users]
+
+  def padded(self, users: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([B, D] item ids (0 where padded), [B, D] bool mask), D = max_degree."""
+    offsets = jnp.arange(max(self.max_degree, 1), dtype=jnp.int32)[None, :]
+    mask = offsets < self.degree(users)[:, None]
+    pos = jnp.where(mask, self.indptr[users][:, None] + offsets, 0)
+    items = jnp.where(mask, self.indices[jnp.minimum(pos, self.indices.shape[0] - 1)], 0) if (
+        self.indices.shape[0]) else jnp.zeros_like(pos)
+    return items, mask
+
+  def dense(self, users: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """[B, N] with 1 where the user has the item."""
+    items, mask = self.padded(users)
+    rows = jnp.broadcast_to(jnp.arange(users.shape[0])[:, None], items.shape)
+    return jnp.zeros((users.shape[0], self.n_items), dtype).at[rows, items].max(mask.astype(dtype))
+
+
+def user_rows(mat: sp.spmatrix) -> UserRows:
+  csr = sp.csr_matrix(mat)
+  csr.sum_duplicates()
+  csr.sort_indices()
+  degree = np.diff(csr.indptr)
+  return UserRows(indptr=jnp.asarray(csr.indptr, jnp.int32), indices=jnp.asarray(csr.indices, jnp.int32),
+                  max_degree=int(degree.max()) if degree.size else 0, n_items=csr.shape[1])
+
+
+@flax.struct.dataclass
 class BehaviorGraph:
   adj: jsparse.BCOO  # (M+N) x (M+N), symmetric normalized
   incidence: jsparse.BCOO  # M x N, binary, CSR order
   users: jax.Array  # [E] int32
   items: jax.Array  # [E] int32
+  rows: UserRows  # the same matrix, read by batches of users
 
   @property
   def n_edges(self) -> int:
@@ -91,7 +133,7 @@ def incidence(mat: sp.spmatrix, dtype=np.float32) -> jsparse.BCOO:
 def behavior_graph(mat: sp.spmatrix) -> BehaviorGraph:
   inc = incidence(mat)
   return BehaviorGraph(adj=normalized_adjacency(mat), incidence=inc,
-                       users=inc.indices[:, 0], items=inc.indices[:, 1])
+                       users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat))
 
 
 def build_graphs(ds: Dataset, merged: bool = True) -> Graphs:

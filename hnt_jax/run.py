@@ -1,4 +1,4 @@
-"""What each command-line mode does, behind one `run(config, workdir)` call."""
+"""What each command-line mode does, behind one `run(config, workdir, mode)` call."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ import ml_collections
 
 from hnt_jax.data.errors import ConfigError, DataError
 
-MODES = ("stats",)  # the first is the default
+MODES = ("train", "stats")  # the first is the default
 
 
 def run(config: ml_collections.ConfigDict, workdir: Optional[str], mode: Optional[str] = None) -> int:
@@ -17,7 +17,9 @@ def run(config: ml_collections.ConfigDict, workdir: Optional[str], mode: Optiona
   mode = mode or MODES[0]
   if mode not in MODES:
     raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-  return stats(config)
+  if mode == "stats":
+    return stats(config)
+  return train(config, workdir)
 
 
 def stats(config) -> int:
@@ -34,9 +36,43 @@ def stats(config) -> int:
   return 0
 
 
+def train(config, workdir: Optional[str]) -> int:
+  """Trains (or resumes) and evaluates the configured model; prints the test metrics."""
+  from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
+
+  if not workdir:
+    raise ConfigError("training needs --workdir DIR (checkpoints, metrics and results go there)")
+  try:
+    results = train_and_evaluate(config, workdir)
+  except TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 3
+  print(format_results(results))
+  print(f"results: {workdir}/results.json")
+  return 0
+
+
+def format_results(results: dict) -> str:
+  """One Markdown table of the test metrics in results.json."""
+  test = results.get("test", {})
+  ks = sorted({int(k.split("@")[1]) for k in test if k.startswith("hr@")})
+  head = "| group | users | " + " | ".join(f"HR@{k} | NDCG@{k}" for k in ks) + " |"
+  lines = [f"{results['model']} on {results['dataset']} ({results['protocol']} protocol, split "
+           f"{results['split']}), best epoch {results['best_epoch']}:", "", head,
+           "|---|---:|" + "---:|---:|" * len(ks)]
+  for group, prefix in (("all", ""), ("observed", "observed/"), ("unobserved", "unobserved/")):
+    if f"{prefix}hr@{ks[0]}" not in test if ks else True:
+      continue
+    cells = " | ".join(f"{test[f'{prefix}hr@{k}']:.4f} | {test[f'{prefix}ndcg@{k}']:.4f}" for k in ks)
+    lines.append(f"| {group} | {test[f'{prefix}users']:,} | {cells} |")
+  return "\n".join(lines)
+
+
 def main_with_clean_errors(fn: Callable[[], None]) -> None:
   """Runs `fn`; bad input ends the process with its message, not a traceback."""
-  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "no TPU found" noise
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # library INFO chatter (checkpoint I/O, no-TPU probe)
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   try:
     fn()
   except (DataError, ConfigError) as e:

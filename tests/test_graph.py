@@ -75,3 +75,15 @@ def test_build_graphs_for_every_behavior_and_merged():
   assert g.merged.n_edges == union.nnz
   ref = dense_normalized(union.toarray().astype(np.float32))
   np.testing.assert_allclose(np.asarray(g.merged.adj.todense()), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_user_rows_padded_and_dense_equal_the_matrix():
+  rng = np.random.default_rng(3)
+  dense = random_matrix(rng, 11, 8, 0.35)
+  rows = graph.user_rows(sp.csr_matrix(dense))
+  users = jnp.asarray([0, 3, 10, 3, 5])
+  got = np.asarray(rows.dense(users))
+  np.testing.assert_array_equal(got, dense[np.asarray(users)])
+  items, mask = rows.padded(users)
+  for r, u in enumerate(np.asarray(users)):
+    assert sorted(np.asarray(items[r])[np.asarray(mask[r])].tolist()) == np.flatnonzero(dense[u]).tolist()

@@ -1,0 +1,59 @@
+"""The one interface every model implements, and the losses they share.
+
+A model is a Flax linen module with three methods, called through `model.apply(params, ..., method=...)`:
+
+* `embed(graphs)`: whatever the model computes once per evaluation from its parameters and the graphs
+  (for embedding models, `Embeddings(users, items)` after propagation);
+* `score(graphs, emb, users)`: [B, N] scores of every item for a batch of users;
+* `loss(graphs, batch)`: (scalar loss, dict of scalar metrics) for a batch of (user, pos, neg) triples.
+
+`init` runs `loss` so that every parameter is created. Models without parameters (the heuristic) set
+`trainable = False`; the training loop then only evaluates them.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, jax.Array]  # users, pos, neg: [B] int32
+
+
+@flax.struct.dataclass
+class Embeddings:
+  users: jax.Array  # [M, d]
+  items: jax.Array  # [N, d]
+
+
+class Recommender(nn.Module):
+  """Base class: dot-product scoring over `embed`'s output."""
+  n_users: int
+  n_items: int
+  trainable: ClassVar[bool] = True
+
+  def embed(self, graphs) -> Any:
+    raise NotImplementedError
+
+  def score(self, graphs, emb: Embeddings, users: jax.Array) -> jax.Array:
+    return emb.users[users] @ emb.items.T
+
+  def loss(self, graphs, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+
+def bpr_loss(emb: Embeddings, batch: Batch) -> jax.Array:
+  """Mean of -log σ(ŷ_ui⁺ − ŷ_uj⁻)."""
+  u = emb.users[batch["users"]]
+  diff = jnp.sum(u * (emb.items[batch["pos"]] - emb.items[batch["neg"]]), axis=-1)
+  return -jnp.mean(jax.nn.log_sigmoid(diff))
+
+
+def l2_batch(user_table: jax.Array, item_table: jax.Array, batch: Batch) -> jax.Array:
+  """‖E⁰_batch‖² / B over the batch's users, positives and negatives (the ego embeddings)."""
+  b = batch["users"].shape[0]
+  total = (jnp.sum(user_table[batch["users"]] ** 2) + jnp.sum(item_table[batch["pos"]] ** 2)
+           + jnp.sum(item_table[batch["neg"]] ** 2))
+  return total / b

@@ -1,0 +1,146 @@
+"""A Markdown table (mean ± std across seeds) and PNG curves of training runs.
+
+  python -m hnt_jax.report DIR [DIR ...] [--out report.md] [--plots PLOT_DIR]
+
+Each DIR is a run's workdir or a folder holding several. Runs whose configs differ only in `seed` are one
+row; numbers are test metrics of each run's best checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
+
+
+def find_runs(paths: Sequence[str]) -> list[str]:
+  runs = []
+  for path in paths:
+    for root, _, files in os.walk(path):
+      if "results.json" in files and "config.json" in files:
+        runs.append(root)
+  return sorted(set(runs))
+
+
+def load_run(workdir: str) -> dict[str, Any]:
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  history = []
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      history = [json.loads(line) for line in f if line.strip()]
+  return {"workdir": workdir, "results": results, "config": config, "history": history}
+
+
+def group_key(config: dict) -> str:
+  """The config without the seed (and display-only keys): runs with equal keys are seeds of one setting."""
+  c = json.loads(json.dumps(config))
+  c.pop("seed", None)
+  c.get("train", {}).pop("progress", None)
+  return json.dumps(c, sort_keys=True)
+
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+  values = [v for v in values if v is not None and not math.isnan(v)]
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -> str:
+  """Markdown: one row per setting, mean ± sample std over its seeds; `group` picks observed/unobserved."""
+  groups: dict[str, list[dict]] = {}
+  for r in runs:
+    groups.setdefault(group_key(r["config"]), []).append(r)
+  prefix = f"{group}/" if group else ""
+  head = ["model", "dataset", "protocol", "split", "seeds"] + [m.upper().replace("@", "@") for m in metrics]
+  head += ["best epoch", "s/epoch"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(metrics) + 2)]
+  for members in groups.values():
+    res = [m["results"] for m in members]
+    first = res[0]
+    cells = [first["model"], first["dataset"], first["protocol"], first["split"],
+             ",".join(str(r["seed"]) for r in res)]
+    cells += [_mean_std([r.get("test", {}).get(prefix + m, float("nan")) for r in res]) for m in metrics]
+    cells.append(_mean_std([float(r["best_epoch"]) for r in res], digits=1))
+    spe = [r["timings"].get("seconds_per_epoch") for r in res if "seconds_per_epoch" in r["timings"]]
+    cells.append(f"{np.median(spe):.2f}" if spe else "—")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], out_dir: str) -> list[str]:
+  """loss and validation curves, one PNG per setting; needs matplotlib (the `plots` extra)."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    print("matplotlib is not installed (pip install 'hnt_jax[plots]'): no plots", file=sys.stderr)
+    return []
+  os.makedirs(out_dir, exist_ok=True)
+  groups: dict[str, list[dict]] = {}
+  for r in runs:
+    groups.setdefault(group_key(r["config"]), []).append(r)
+  written = []
+  for members in groups.values():
+    first = members[0]["results"]
+    select = first.get("select_metric", "ndcg@10")
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for m in members:
+      h = m["history"]
+      ax_loss.plot([x["epoch"] for x in h], [x["loss"] for x in h], label=f"seed {m['results']['seed']}")
+      val = [(x["epoch"], x["valid"][select]) for x in h if "valid" in x]
+      if val:
+        ax_val.plot(*zip(*val), marker="o", label=f"seed {m['results']['seed']}")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss at evaluations")
+    ax_val.set(xlabel="epoch", ylabel=f"validation {select}", title="validation")
+    ax_loss.legend(), ax_val.legend()
+    fig.suptitle(f"{first['model']} on {first['dataset']} ({first['protocol']}, {first['split']})")
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{first['dataset']}_{first['model']}_{len(written)}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m hnt_jax.report", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("dirs", nargs="+")
+  parser.add_argument("--out", default="", help="also write the Markdown here")
+  parser.add_argument("--plots", default="", help="write PNG curves into this folder")
+  args = parser.parse_args(argv)
+  paths = find_runs(args.dirs)
+  if not paths:
+    print(f"error: no finished runs (results.json) under {', '.join(args.dirs)}", file=sys.stderr)
+    return 2
+  runs = [load_run(p) for p in paths]
+  text = table(runs)
+  for group in ("observed", "unobserved"):
+    if any(f"{group}/hr@10" in r["results"].get("test", {}) for r in runs):
+      text += f"\n\nHeld-out items {group} in an auxiliary behavior of the user:\n\n" + table(runs, group=group)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+  if args.plots:
+    for path in plot_curves(runs, args.plots):
+      print(f"plot: {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

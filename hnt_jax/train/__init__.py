@@ -1,0 +1,1 @@
+"""Training: BPR sampling, the jitted train step, Orbax checkpoints and the epoch loop."""

@@ -1,0 +1,69 @@
+"""Orbax checkpoints of a run: the latest (to resume) and the best by validation metric.
+
+`<workdir>/checkpoints/<epoch>` keeps the two most recent states, so a corrupt or partial latest one falls
+back to the previous with a warning; `<workdir>/best/<epoch>` keeps the state with the best validation
+metric. A saved payload is any pytree (train state, loop state, model-specific state).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+
+  def __init__(self, workdir: str):
+    options = dict(create=True, enable_async_checkpointing=False)
+    self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                        options=ocp.CheckpointManagerOptions(max_to_keep=2, **options))
+    self.best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
+                                      options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+
+  def save_latest(self, epoch: int, payload: Any) -> None:
+    self.latest.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    self.latest.wait_until_finished()
+
+  def save_best(self, epoch: int, payload: Any) -> None:
+    self.best.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    self.best.wait_until_finished()
+
+  def restore_latest(self, abstract: Any) -> Optional[tuple[int, Any]]:
+    """(epoch, payload) of the newest readable checkpoint, or None when there is none."""
+    return _restore_newest(self.latest, abstract, "latest")
+
+  def restore_best(self, abstract: Any) -> Optional[tuple[int, Any]]:
+    return _restore_newest(self.best, abstract, "best")
+
+  def discard_after(self, epoch: int) -> None:
+    """Removes checkpoints newer than `epoch` (unreadable ones, or the future of an abandoned run)."""
+    for manager in (self.latest, self.best):
+      manager.reload()
+      for step in manager.all_steps():
+        if step > epoch:
+          manager.delete(step)
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def _restore_newest(manager: ocp.CheckpointManager, abstract: Any, what: str):
+  manager.reload()
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # corrupt or partial: try the previous one
+      log.warning("%s checkpoint %s is unreadable (%s: %s); falling back to the previous one", what,
+                  os.path.join(str(manager.directory), str(step)), type(e).__name__, e)
+  return None
+
+
+def abstract_of(tree: Any) -> Any:
+  """Shapes and dtypes of `tree`, for restoring into the same structure."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -1,0 +1,51 @@
+"""The train state and the one jitted train step."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from hnt_jax.data.errors import ConfigError
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState (step, params, optimizer state); `apply_fn` is the model's `apply`."""
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+  lr = float(train_cfg.learning_rate)
+  if train_cfg.optimizer == "adam":
+    return optax.adam(lr)
+  if train_cfg.optimizer == "adamw":
+    return optax.adamw(lr, weight_decay=float(train_cfg.weight_decay))
+  if train_cfg.optimizer == "sgd":
+    return optax.sgd(lr)
+  raise ConfigError(f"train.optimizer={train_cfg.optimizer!r} is not one of adam, adamw, sgd")
+
+
+def all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def make_train_step(model):
+  """`train_step(state, graphs, batch, key) -> (state, metrics)`, jitted once per run.
+
+  A step whose loss or gradients are not finite leaves the state unchanged and reports `finite = False`,
+  so the loop can stop with the last good parameters.
+  """
+
+  def train_step(state: TrainState, graphs, batch, key):
+    def loss_fn(params):
+      return model.apply(params, graphs, batch, method=model.loss, rngs={"sample": key})
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads)
+    finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state.params)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, dict(metrics, loss=loss, finite=finite)
+
+  return jax.jit(train_step, donate_argnums=(0,))

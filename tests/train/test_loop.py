@@ -1,0 +1,148 @@
+"""The training loop: learns, writes its outputs, resumes bit-identically, stops on NaN, guards workdirs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hnt_jax.config import base_config
+from hnt_jax.data.errors import ConfigError
+from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
+from tests.conftest import REPO
+
+
+def small_config(**train):
+  config = base_config()
+  syn = config.data.synthetic
+  syn.n_users, syn.n_items = 200, 150
+  config.train.update(dict(epochs=8, batch_size=256, learning_rate=5e-3, eval_every=2, patience=0,
+                           checkpoint_every=2, progress=False))
+  config.train.update(train)
+  config.eval.ks = "10,20"
+  return config
+
+
+class Interrupt(Exception):
+  pass
+
+
+def interrupt_after(epoch):
+  def hook(e, state):
+    if e == epoch:
+      raise Interrupt
+  return hook
+
+
+def read_lines(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def strip_timing(record):
+  return {k: v for k, v in record.items() if k != "epoch_seconds"}
+
+
+def test_trains_and_writes_outputs(tmp_path):
+  results = train_and_evaluate(small_config(), str(tmp_path))
+  for name in ("config.json", "metrics.jsonl", "results.json"):
+    assert (tmp_path / name).exists()
+  lines = read_lines(tmp_path / "metrics.jsonl")
+  assert [r["epoch"] for r in lines] == [2, 4, 6, 8]
+  assert lines[-1]["loss"] < lines[0]["loss"]
+  assert results["best_epoch"] in (2, 4, 6, 8) and results["epochs_run"] == 8
+  assert set(results["test"]) >= {"hr@10", "ndcg@20", "observed/hr@10", "unobserved/ndcg@10", "users"}
+  assert results["versions"]["jax"] and results["device"]["platform"] == "cpu"
+  assert (tmp_path / "best").is_dir() and (tmp_path / "checkpoints").is_dir()
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path):
+  config = small_config()
+  full = train_and_evaluate(config, str(tmp_path / "full"))
+  with pytest.raises(Interrupt):
+    train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(5)])
+  resumed = train_and_evaluate(config, str(tmp_path / "cut"))
+  assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
+  assert resumed["best_epoch"] == full["best_epoch"]
+  a = [strip_timing(r) for r in read_lines(tmp_path / "full" / "metrics.jsonl")]
+  b = [strip_timing(r) for r in read_lines(tmp_path / "cut" / "metrics.jsonl")]
+  assert a == b
+
+
+def test_early_stopping_state_survives_resume(tmp_path):
+  config = small_config(epochs=30, patience=2, learning_rate=5e-2)
+  full = train_and_evaluate(config, str(tmp_path / "full"))
+  assert full["status"] == "early_stopped" and full["epochs_run"] < 30
+  with pytest.raises(Interrupt):
+    train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(full["epochs_run"] - 1)])
+  resumed = train_and_evaluate(config, str(tmp_path / "cut"))
+  assert (resumed["epochs_run"], resumed["best_epoch"], resumed["test"]) == (
+      full["epochs_run"], full["best_epoch"], full["test"])
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  config = small_config(epochs=6)
+  with pytest.raises(Interrupt):
+    train_and_evaluate(config, str(tmp_path), hooks=[interrupt_after(4)])
+  ckpts = tmp_path / "checkpoints"
+  assert sorted(os.listdir(ckpts)) == ["2", "4"]
+  for root, _, files in os.walk(ckpts / "4"):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"garbage")
+  with caplog.at_level("WARNING"):
+    results = train_and_evaluate(config, str(tmp_path))
+  assert "unreadable" in caplog.text and "falling back" in caplog.text
+  assert results["epochs_run"] == 6
+
+
+def test_non_finite_training_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = small_config(optimizer="sgd", learning_rate=1e38, epochs=6)
+  with pytest.raises(TrainingDiverged, match="non-finite") as err:
+    train_and_evaluate(config, str(tmp_path))
+  assert "learning_rate" in str(err.value)
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_other_config_in_same_workdir_is_refused(tmp_path):
+  train_and_evaluate(small_config(epochs=2), str(tmp_path))
+  other = small_config(epochs=2)
+  other.model.embed_dim = 8
+  with pytest.raises(ConfigError, match="model.embed_dim"):
+    train_and_evaluate(other, str(tmp_path))
+
+
+def test_heuristic_evaluates_without_training(tmp_path):
+  config = small_config()
+  config.model.name = "heuristic"
+  results = train_and_evaluate(config, str(tmp_path))
+  assert results["status"] == "evaluated" and results["test"]["hr@10"] > 0.2
+
+
+def test_cli_train_report_and_recommend(tmp_path):
+  env = dict(os.environ)
+  run = [sys.executable, "-m", "hnt_jax.main", "--config", "configs/synthetic.py",
+         "--config.data.synthetic.n_users=100", "--config.data.synthetic.n_items=80",
+         "--config.train.epochs=4", "--config.train.eval_every=2", "--config.train.progress=False"]
+  for seed in (0, 1):
+    out = subprocess.run(run + [f"--workdir={tmp_path}/runs/s{seed}", f"--config.seed={seed}"], cwd=REPO,
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "| all | 100 |" in out.stdout
+  rep = subprocess.run([sys.executable, "-m", "hnt_jax.report", f"{tmp_path}/runs", "--plots",
+                        f"{tmp_path}/plots"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert rep.returncode == 0, rep.stderr
+  row = [l for l in rep.stdout.splitlines() if l.startswith("| lightgcn")][0]
+  assert "| 0,1 |" in row and "±" in row
+  assert len(list((tmp_path / "plots").glob("*.png"))) == 1
+  rec = subprocess.run([sys.executable, "-m", "hnt_jax.recommend", "--workdir", f"{tmp_path}/runs/s0",
+                        "--users", "0,5", "--k", "4", "--json"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert rec.returncode == 0, rec.stderr
+  rows = json.loads(rec.stdout)
+  assert [r["rank"] for r in rows] == [1, 2, 3, 4] * 2 and {r["user"] for r in rows} == {0, 5}
+  bad = subprocess.run([sys.executable, "-m", "hnt_jax.recommend", "--workdir", f"{tmp_path}/runs/s0",
+                        "--users", "100000"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "not in synthetic" in bad.stderr and "Traceback" not in bad.stderr

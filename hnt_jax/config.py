@@ -48,8 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   syn.n_items = 400
   syn.dim = 8
   syn.purchases_per_user = 6.0  # mean number of training purchases
-  syn.hesitations_per_user = 6.0  # mean number of genuine-interest items viewed but not bought
-  syn.noise_rate = 0.3  # noise (misoperation) edges per genuine auxiliary edge
+  syn.hesitations_per_user = 10.0  # mean number of genuine-interest items viewed but not bought
+  syn.noise_rate = 1.0  # noise (misoperation) edges per genuine auxiliary edge
   syn.cart_purchase_rate = 0.5  # share of purchased items that were also carted
   syn.cart_hesitation_rate = 0.3  # share of hesitation items that were carted
   syn.heldout_hesitation_prob = 0.8  # chance that a held-out purchase is one of the user's hesitations
@@ -59,13 +59,36 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- model --------------------------------------------------------------
   model = config.model = ml_collections.ConfigDict()
-  model.name = "lightgcn"  # see hnt_jax.models.REGISTRY
+  model.name = "hnt"  # see hnt_jax.models.REGISTRY
   model.embed_dim = 64
   model.n_layers = 2
   model.init_std = 0.1
   model.l2 = 1e-4  # λ_2: weight of ‖E⁰_batch‖² / B
   model.heuristic_weights = ""  # heuristic: per auxiliary behavior, comma-separated; empty: 1,2,...
   model.heuristic_popularity = 0.5  # heuristic: weight of normalized purchase popularity
+  # HNT (METHOD.md); every ablation is a switch here
+  model.encoder = "cascade"  # cascade | parallel
+  model.residual = False  # cascade: behavior k starts from E_{k-1} + E⁰
+  model.use_negative_transfer = True  # False: every gate g_uj = 1 (plain mean fusion)
+  model.use_hesitation = True  # False: no conversion model, no hesitation sets, no L_hes
+  model.use_sim_loss = True  # L_sim, the co-purchase InfoNCE that trains the similarity space
+  model.sim_dim = 64  # d' of the item-similarity space φ
+  model.gate_temperature = 0.2  # τ
+  model.sim_temperature = 0.2  # τ_s
+  model.lambda_aux = 0.0  # λ_aux: BPR on each auxiliary behavior
+  model.lambda_hes = 0.5  # λ_h
+  model.lambda_conv = 0.1  # λ_c
+  model.lambda_sim = 0.1  # λ_s
+  model.conv_hidden = 64  # conversion MLP width
+  model.conv_batch = 1024  # converting and weak-signal pairs sampled per step (each)
+  model.conv_stop_gradient = True  # conversion features use embeddings under stop_gradient
+  hes = model.hesitation = ml_collections.ConfigDict()
+  hes.refresh_every = 5  # epochs between hesitation-set refreshes
+  hes.threshold = 0.6  # τ_h
+  hes.size = 8  # m
+  hes.max_candidates = 128  # weak-signal candidates kept per user
+  hes.beta = 0.0  # β: keeps hesitation items below real purchases
+  hes.score_fusion = False  # add α·c_θ(x_ui) to weak-signal candidates' scores
 
   # --- training -------------------------------------------------------------
   train = config.train = ml_collections.ConfigDict()

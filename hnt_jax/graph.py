@@ -78,10 +78,33 @@ class BehaviorGraph:
 
 
 @flax.struct.dataclass
+class WeakSignals:
+  """Converting (C) and weak-signal (W) auxiliary pairs, per-user weak-signal candidates, statistics.
+
+  Aux flags are float [.., K-1] (which auxiliary behaviors the pair has). `item_stats` holds per item
+  [log(1 + purchases), smoothed share of its auxiliary pairs that converted]; `user_stats` the user's
+  smoothed converted share. Candidates: for each user up to C weak-signal items, those with the most
+  auxiliary behaviors first (ties: lower item id), padded, with a mask.
+  """
+  conv_users: jax.Array  # [|C|]
+  conv_items: jax.Array
+  conv_aux: jax.Array  # [|C|, K-1]
+  weak_users: jax.Array  # [|W|]
+  weak_items: jax.Array
+  weak_aux: jax.Array  # [|W|, K-1]
+  cand_items: jax.Array  # [M, C] int32 (0 where padded)
+  cand_mask: jax.Array  # [M, C] bool
+  cand_aux: jax.Array  # [M, C, K-1]
+  item_stats: jax.Array  # [N, 2]
+  user_stats: jax.Array  # [M, 1]
+
+
+@flax.struct.dataclass
 class Graphs:
   """All device-side graph structures of a dataset; a pytree, so it can be passed into `jax.jit`."""
   per_behavior: tuple[BehaviorGraph, ...]
   merged: Optional[BehaviorGraph]  # all behaviors as one graph (LightGCN-G)
+  weak: Optional[WeakSignals]  # multi-behavior datasets only
   behaviors: tuple[str, ...] = flax.struct.field(pytree_node=False)
   n_users: int = flax.struct.field(pytree_node=False)
   n_items: int = flax.struct.field(pytree_node=False)
@@ -136,15 +159,70 @@ def behavior_graph(mat: sp.spmatrix) -> BehaviorGraph:
                        users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat))
 
 
-def build_graphs(ds: Dataset, merged: bool = True) -> Graphs:
-  """Device graphs of every behavior of `ds` (and of their union when `merged`)."""
+def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+  flags = np.zeros((users.shape[0], len(ds.auxiliary)), np.float32)
+  for k, b in enumerate(ds.auxiliary):
+    flags[:, k] = np.asarray(ds.train[b][users, items]).ravel() != 0
+  return flags
+
+
+def _pairs(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+  mat = sp.csr_matrix(mat)
+  mat.sort_indices()
+  return np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr)), mat.indices.astype(np.int64)
+
+
+def _smoothed_share(converted: np.ndarray, total: np.ndarray, prior: float, strength: float = 5.0):
+  return ((converted + strength * prior) / (total + strength)).astype(np.float32)
+
+
+def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
+  """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
+  conv_u, conv_i = _pairs(ds.converting_pairs())
+  weak_u, weak_i = _pairs(ds.weak_signal_pairs())
+  conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
+  m, n = ds.n_users, ds.n_items
+  # candidates: per user, most auxiliary behaviors first, then lower item id; keep max_candidates
+  strength = weak_aux.sum(axis=1)
+  order = np.lexsort((weak_i, -strength, weak_u))
+  u_sorted = weak_u[order]
+  start = np.searchsorted(u_sorted, np.arange(m))
+  rank = np.arange(order.shape[0]) - start[u_sorted]
+  keep = rank < max_candidates
+  c = int(max_candidates)
+  cand_items = np.zeros((m, c), np.int32)
+  cand_mask = np.zeros((m, c), bool)
+  cand_aux = np.zeros((m, c, len(ds.auxiliary)), np.float32)
+  rows, cols = u_sorted[keep], rank[keep]
+  cand_items[rows, cols] = weak_i[order][keep]
+  cand_mask[rows, cols] = True
+  cand_aux[rows, cols] = weak_aux[order][keep]
+  # conversion statistics from training data
+  aux_item = np.bincount(np.concatenate([conv_i, weak_i]), minlength=n)
+  aux_user = np.bincount(np.concatenate([conv_u, weak_u]), minlength=m)
+  prior = conv_i.shape[0] / max(conv_i.shape[0] + weak_i.shape[0], 1)
+  purchases = np.asarray(ds.train_target.sum(axis=0)).ravel()
+  item_stats = np.stack([np.log1p(purchases).astype(np.float32),
+                         _smoothed_share(np.bincount(conv_i, minlength=n), aux_item, prior)], axis=1)
+  user_stats = _smoothed_share(np.bincount(conv_u, minlength=m), aux_user, prior)[:, None]
+  i32 = lambda x: jnp.asarray(x, jnp.int32)
+  return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
+                     weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
+                     cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
+                     cand_aux=jnp.asarray(cand_aux), item_stats=jnp.asarray(item_stats),
+                     user_stats=jnp.asarray(user_stats))
+
+
+def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128) -> Graphs:
+  """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables."""
   per = tuple(behavior_graph(ds.train[b]) for b in ds.behaviors)
   union = None
   if merged:
     total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
     union = behavior_graph(total)
-  return Graphs(per_behavior=per, merged=union, behaviors=tuple(ds.behaviors), n_users=ds.n_users,
-                n_items=ds.n_items)
+  weak = weak_signals(ds, max_candidates) if ds.auxiliary else None
+  return Graphs(per_behavior=per, merged=union, weak=weak, behaviors=tuple(ds.behaviors),
+                n_users=ds.n_users, n_items=ds.n_items)
 
 
 def propagate(adj: jsparse.BCOO, x: jax.Array) -> jax.Array:

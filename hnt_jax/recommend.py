@@ -40,10 +40,11 @@ def recommend(workdir: str, users: Sequence[int], k: int = 10) -> list[dict]:
   if bad.any():
     raise DataError(f"user id {users[int(np.argmax(bad))]} is not in {ds.name} "
                     f"(ids {ds.id_base}..{ds.n_users - 1 + ds.id_base})")
-  params, epoch = load_trained_params(run, workdir)
-  emb = run.embed(params, run.graphs)
+  params, model_state, epoch = load_trained_params(run, workdir)
+  variables = {"params": params, **model_state}
+  emb = run.embed(variables, run.graphs)
   u = jnp.asarray(internal, jnp.int32)
-  scores = run.score_fn({"params": params, "graphs": run.graphs, "emb": emb}, u)
+  scores = run.score_fn({"variables": variables, "graphs": run.graphs, "emb": emb}, u)
   scores = jnp.where(run.graphs.target.rows.dense(u) > 0, -jnp.inf, scores)
   top_scores, top_items = jax.device_get(jax.lax.top_k(scores, k))
   rows = []

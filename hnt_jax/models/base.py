@@ -29,10 +29,25 @@ class Embeddings:
 
 
 class Recommender(nn.Module):
-  """Base class: dot-product scoring over `embed`'s output."""
+  """Base class: dot-product scoring over `embed`'s output.
+
+  Models with state besides parameters keep it in Flax variable collections other than "params" (HNT's
+  "hesitation" sets); the loop checkpoints them and calls `refresh` (mutable) every `refresh_every` epochs.
+  """
   n_users: int
   n_items: int
   trainable: ClassVar[bool] = True
+
+  @property
+  def refresh_every(self) -> int:
+    return 0
+
+  def refresh(self, graphs) -> None:
+    """Recomputes non-parameter state from the current parameters."""
+
+  def diagnostics(self, graphs, truth, users) -> dict[str, jax.Array]:
+    """Scalars logged with every evaluation; `truth` holds the split's held-out items (UserRows)."""
+    return {}
 
   def embed(self, graphs) -> Any:
     raise NotImplementedError

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax.core import DenyList
 
 from hnt_jax.data.dataset import Dataset
 from hnt_jax.data.errors import ConfigError
@@ -76,14 +77,15 @@ def _flat(d, prefix=""):
 
 
 def versions() -> dict[str, str]:
-  import flax
-  import optax
-  import orbax.checkpoint
-  import hnt_jax
-  return {"hnt_jax": hnt_jax.__version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__
-          if hasattr(jax.lib, "__version__") else jax.__version__, "flax": flax.__version__,
-          "optax": optax.__version__, "orbax": orbax.checkpoint.__version__, "numpy": np.__version__,
-          "python": platform.python_version()}
+  """Installed versions of the packages a result depends on."""
+  from importlib import metadata
+  out = {"python": platform.python_version()}
+  for package in ("hnt_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy"):
+    try:
+      out[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      out[package] = "not installed"
+  return out
 
 
 def device_info() -> dict[str, Any]:
@@ -92,20 +94,30 @@ def device_info() -> dict[str, Any]:
 
 
 class Run:
-  """Everything a run needs, built once from the config: data, graphs, model, evaluators."""
+  """Everything a run needs, built once from the config: data, graphs, model, evaluators.
+
+  Model variables are split into `params` (trained) and `model_state` (other Flax collections, such as
+  HNT's hesitation sets); functions here take `variables = {"params": params, **model_state}`.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, ds: Optional[Dataset] = None,
                graphs: Optional[Graphs] = None):
     from hnt_jax.data.load import load_dataset
     self.config = config
     self.ds = ds if ds is not None else load_dataset(config.data)
-    self.graphs = graphs if graphs is not None else build_graphs(self.ds)
-    self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items)
+    self.graphs = graphs if graphs is not None else build_graphs(
+        self.ds, max_candidates=int(config.model.hesitation.max_candidates))
+    self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items,
+                                        len(self.ds.behaviors))
     model = self.model
-    self.embed = jax.jit(lambda params, graphs: model.apply(params, graphs, method=model.embed))
+    self.embed = jax.jit(lambda variables, graphs: model.apply(variables, graphs, method=model.embed))
+    self._refresh = jax.jit(lambda variables, graphs: model.apply(
+        variables, graphs, method=model.refresh, mutable=DenyList("params"))[1])
+    self._diagnostics = jax.jit(lambda variables, graphs, truth, users: model.apply(
+        variables, graphs, truth, users, method=model.diagnostics))
 
     def score_fn(st, users):
-      return model.apply(st["params"], st["graphs"], st["emb"], users, method=model.score)
+      return model.apply(st["variables"], st["graphs"], st["emb"], users, method=model.score)
 
     self.score_fn = score_fn
     self._evaluators: Optional[dict[str, Evaluator]] = None
@@ -120,15 +132,31 @@ class Run:
           self._evaluators[split] = Evaluator(self.ds, split, self.config.eval, self.score_fn)
     return self._evaluators
 
-  def init_params(self) -> Any:
+  def init_variables(self) -> tuple[Any, dict]:
+    """(params, model_state) from `config.seed`."""
     key = jax.random.PRNGKey(self.config.seed)
     b = int(self.config.train.batch_size)
     dummy = {k: jnp.zeros((b,), jnp.int32) for k in ("users", "pos", "neg")}
-    return self.model.init({"params": key, "sample": key}, self.graphs, dummy, method=self.model.loss)
+    variables = self.model.init({"params": key, "sample": key}, self.graphs, dummy, method=self.model.loss)
+    variables = dict(variables)
+    return variables.pop("params", {}), variables
 
-  def evaluate(self, params, split: str) -> dict[str, float]:
-    emb = self.embed(params, self.graphs)
-    return self.evaluators[split]({"params": params, "graphs": self.graphs, "emb": emb})
+  def refresh(self, params, model_state: dict) -> dict:
+    """The model's non-parameter state recomputed from `params` (e.g. hesitation sets)."""
+    if not model_state:
+      return model_state
+    return dict(self._refresh({"params": params, **model_state}, self.graphs))
+
+  def evaluate(self, params, model_state: dict, split: str) -> dict[str, float]:
+    variables = {"params": params, **model_state}
+    emb = self.embed(variables, self.graphs)
+    return self.evaluators[split]({"variables": variables, "graphs": self.graphs, "emb": emb})
+
+  def diagnostics(self, params, model_state: dict, split: str) -> dict[str, float]:
+    ev = self.evaluators[split]
+    users = jnp.asarray(self.ds.evaluated_users(split), jnp.int32)
+    out = self._diagnostics({"params": params, **model_state}, self.graphs, ev.truth, users)
+    return {k: float(v) for k, v in jax.device_get(out).items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: Sequence[Hook] = (),
@@ -140,9 +168,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   t_start = time.time()
   run = run or Run(config)
   t_setup = time.time() - t_start
-  params = run.init_params()
+  params, model_state = run.init_variables()
   if not run.model.trainable:
-    return _finish(run, workdir, params, best_epoch=0, epochs_run=0, status="evaluated",
+    return _finish(run, workdir, params, model_state, best_epoch=0, epochs_run=0, status="evaluated",
                    timings={"setup_seconds": t_setup})
 
   tc = config.train
@@ -150,11 +178,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   state = TrainState.create(apply_fn=run.model.apply, params=params, tx=tx)
   loop = {"epoch": 0, "best_value": -math.inf, "best_epoch": -1, "bad_evals": 0, "stopped": False}
   ckpt = Checkpoints(workdir)
-  payload = _payload(state, loop)
-  restored = ckpt.restore_latest(abstract_of(payload))
+  restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, loop)))
   if restored is not None:
     _, payload = restored
     state = state.replace(params=payload["params"], opt_state=payload["opt_state"], step=payload["step"])
+    model_state = payload["model_state"]
     loop = {k: np.asarray(v).item() for k, v in payload["loop"].items()}
     print(f"resuming {workdir} after epoch {loop['epoch']}")
   ckpt.discard_after(int(loop["epoch"]))
@@ -163,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   has_valid = "valid" in run.evaluators
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
   train_step = make_train_step(run.model)
+  refresh_every = run.model.refresh_every
   base_key = jax.random.PRNGKey(config.seed)
   epoch_times = []
   progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress)
@@ -176,11 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
     loss_sum, finite = jnp.float32(0.0), jnp.bool_(True)
     for s in range(sampler.steps):
       batch = {k: v[s] for k, v in batches.items()}
-      state, metrics = train_step(state, run.graphs, batch, step_keys[s])
+      state, metrics = train_step(state, model_state, run.graphs, batch, step_keys[s])
       loss_sum, finite = loss_sum + metrics["loss"], finite & metrics["finite"]
     loss = float(loss_sum) / sampler.steps
-    seconds = time.time() - t0
-    epoch_times.append(seconds)
     if not bool(finite) or not math.isfinite(loss):
       last = ckpt.latest.latest_step()
       ckpt.close()
@@ -189,11 +216,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
           + (f"The last good checkpoint (epoch {last}) is kept in {os.path.join(workdir, 'checkpoints')}."
              if last is not None else "No checkpoint had been saved yet.")
           + " Lower train.learning_rate or check the data.")
+    if refresh_every and epoch % refresh_every == 0:
+      model_state = run.refresh(state.params, model_state)
+    seconds = time.time() - t0
+    epoch_times.append(seconds)
     record = {"epoch": epoch, "loss": loss, "epoch_seconds": seconds}
     evaluated = has_valid and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
     if evaluated:
-      valid = run.evaluate(state.params, "valid")
+      valid = run.evaluate(state.params, model_state, "valid")
       record["valid"] = valid
+      diagnostics = run.diagnostics(state.params, model_state, "valid")
+      if diagnostics:
+        record["diagnostics"] = diagnostics
       improved = valid[select] > loop["best_value"]
       if improved:
         loop.update(best_value=valid[select], best_epoch=epoch, bad_evals=0)
@@ -204,9 +238,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
       _append_metrics(workdir, record)
       progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
           f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
-                     + (" (best)" if improved else ""))
+                     + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
     loop["epoch"] = epoch
-    payload = _payload(state, loop)
+    payload = _payload(state, model_state, loop)
     if evaluated and loop["best_epoch"] == epoch:
       ckpt.save_best(epoch, payload)
     if evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]:
@@ -217,11 +251,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
       hook(epoch, state)
   progress.close()
 
-  best = ckpt.restore_best(abstract_of(_payload(state, loop))) if has_valid else None
+  best = ckpt.restore_best(abstract_of(_payload(state, model_state, loop))) if has_valid else None
   ckpt.close()
   if best is not None:
     best_epoch, best_payload = best
-    params = best_payload["params"]
+    params, model_state = best_payload["params"], best_payload["model_state"]
   else:  # no validation split: the last epoch is the result
     best_epoch, params = int(loop["epoch"]), state.params
   timings = {"setup_seconds": t_setup}
@@ -229,33 +263,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
     timings["first_epoch_seconds"] = epoch_times[0]
     timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)
   status = "early_stopped" if loop["stopped"] else "completed"
-  return _finish(run, workdir, params, best_epoch=best_epoch, epochs_run=int(loop["epoch"]), status=status,
-                 timings=timings)
+  return _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=int(loop["epoch"]),
+                 status=status, timings=timings)
 
 
-def load_trained_params(run: Run, workdir: str) -> tuple[Any, int]:
-  """The best checkpoint's parameters in `workdir` (the latest when the run had no validation split)."""
-  params = run.init_params()
+def _format_diagnostics(diagnostics: dict) -> str:
+  if not diagnostics:
+    return ""
+  short = {"hesitation_coverage": "hes cov", "hesitation_precision": "hes prec",
+           "random_precision": "random prec"}
+  parts = [f"{short.get(k, k)} {v:.3f}" for k, v in diagnostics.items() if k != "hesitation_size"]
+  return " | " + ", ".join(parts)
+
+
+def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
+  """(params, model_state, epoch) of the best checkpoint in `workdir` (the latest without validation)."""
+  params, model_state = run.init_variables()
   if not run.model.trainable:
-    return params, 0
+    return params, model_state, 0
   state = TrainState.create(apply_fn=run.model.apply, params=params, tx=make_optimizer(run.config.train))
   loop = {"epoch": 0, "best_value": 0.0, "best_epoch": 0, "bad_evals": 0, "stopped": False}
   ckpt = Checkpoints(workdir)
-  abstract = abstract_of(_payload(state, loop))
+  abstract = abstract_of(_payload(state, model_state, loop))
   found = ckpt.restore_best(abstract) or ckpt.restore_latest(abstract)
   ckpt.close()
   if found is None:
     raise ConfigError(f"no checkpoint in {workdir}: train first with python -m hnt_jax.main --workdir {workdir}")
   epoch, payload = found
-  return payload["params"], epoch
+  return payload["params"], payload["model_state"], epoch
 
 
-def _finish(run: Run, workdir: str, params, best_epoch: int, epochs_run: int, status: str,
+def _finish(run: Run, workdir: str, params, model_state: dict, best_epoch: int, epochs_run: int, status: str,
             timings: dict) -> dict[str, Any]:
   t0 = time.time()
   results: dict[str, Any] = {}
   for split in run.evaluators:
-    results[split] = run.evaluate(params, split)
+    results[split] = run.evaluate(params, model_state, split)
+    diagnostics = run.diagnostics(params, model_state, split)
+    if diagnostics:
+      results[f"{split}_diagnostics"] = diagnostics
   timings["final_eval_seconds"] = time.time() - t0
   config = run.config
   out = {"status": status, "model": config.model.name, "dataset": config.data.name, "seed": config.seed,
@@ -267,10 +313,10 @@ def _finish(run: Run, workdir: str, params, best_epoch: int, epochs_run: int, st
   return out
 
 
-def _payload(state: TrainState, loop: dict) -> dict:
-  """What a checkpoint holds: the train state and the loop's own state (epoch, early stopping)."""
+def _payload(state: TrainState, model_state: dict, loop: dict) -> dict:
+  """What a checkpoint holds: the train state, the model's other state, the loop's state."""
   return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-          "loop": {k: jnp.asarray(v) for k, v in loop.items()}}
+          "model_state": model_state, "loop": {k: jnp.asarray(v) for k, v in loop.items()}}
 
 
 def _append_metrics(workdir: str, record: dict) -> None:

@@ -32,15 +32,18 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 def make_train_step(model):
-  """`train_step(state, graphs, batch, key) -> (state, metrics)`, jitted once per run.
+  """`train_step(state, model_state, graphs, batch, key) -> (state, metrics)`, jitted once per run.
+
+  `model_state` holds the model's non-parameter collections (read-only during a step).
 
   A step whose loss or gradients are not finite leaves the state unchanged and reports `finite = False`,
   so the loop can stop with the last good parameters.
   """
 
-  def train_step(state: TrainState, graphs, batch, key):
+  def train_step(state: TrainState, model_state, graphs, batch, key):
     def loss_fn(params):
-      return model.apply(params, graphs, batch, method=model.loss, rngs={"sample": key})
+      return model.apply({"params": params, **model_state}, graphs, batch, method=model.loss,
+                         rngs={"sample": key})
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads)

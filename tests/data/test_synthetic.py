@@ -32,10 +32,11 @@ def test_noise_mask_marks_exactly_the_edges_outside_interest():
     rows = np.repeat(np.arange(ds.n_users), np.diff(mat.indptr))
     in_interest = np.asarray(genuine[rows, mat.indices]).ravel() > 0
     assert np.array_equal(mask, ~in_interest)
-  # noise rate close to the configured one on the first auxiliary behavior
+  # noise rate close to the configured one on the first auxiliary behavior (a little below it: draws that
+  # hit the user's interest set or repeat are dropped)
   cfg = base_config().data.synthetic
   rate = t.noise["view"].sum() / (~t.noise["view"]).sum()
-  assert abs(rate - cfg.noise_rate) < 0.05
+  assert 0.85 * cfg.noise_rate < rate <= cfg.noise_rate
 
 
 def test_hesitations_are_touched_but_not_bought():

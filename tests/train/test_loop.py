@@ -22,6 +22,7 @@ def small_config(**train):
                            checkpoint_every=2, progress=False))
   config.train.update(train)
   config.eval.ks = "10,20"
+  config.model.name = "lightgcn"
   return config
 
 
@@ -69,6 +70,19 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
   a = [strip_timing(r) for r in read_lines(tmp_path / "full" / "metrics.jsonl")]
   b = [strip_timing(r) for r in read_lines(tmp_path / "cut" / "metrics.jsonl")]
   assert a == b
+
+
+def test_hnt_resume_restores_hesitation_sets_exactly(tmp_path):
+  config = small_config(epochs=6)
+  config.model.name = "hnt"
+  config.model.hesitation.refresh_every = 2
+  config.model.hesitation.threshold = 0.0  # every user gets a non-empty set, so L_hes is active
+  full = train_and_evaluate(config, str(tmp_path / "full"))
+  with pytest.raises(Interrupt):
+    train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(3)])
+  resumed = train_and_evaluate(config, str(tmp_path / "cut"))
+  assert resumed["test"] == full["test"] and resumed["valid_diagnostics"] == full["valid_diagnostics"]
+  assert full["valid_diagnostics"]["hesitation_coverage"] > 0.9
 
 
 def test_early_stopping_state_survives_resume(tmp_path):
@@ -123,7 +137,7 @@ def test_heuristic_evaluates_without_training(tmp_path):
 
 def test_cli_train_report_and_recommend(tmp_path):
   env = dict(os.environ)
-  run = [sys.executable, "-m", "hnt_jax.main", "--config", "configs/synthetic.py",
+  run = [sys.executable, "-m", "hnt_jax.main", "--config", "configs/synthetic.py", "--config.model.name=lightgcn",
          "--config.data.synthetic.n_users=100", "--config.data.synthetic.n_items=80",
          "--config.train.epochs=4", "--config.train.eval_every=2", "--config.train.progress=False"]
   for seed in (0, 1):

@@ -1,0 +1,29 @@
+"""Behavior encoder (METHOD.md section 1): LightGCN propagation over each behavior's BCOO adjacency.
+
+`cascade`: behavior k starts from behavior k-1's output (optionally + E⁰ as a residual); `parallel`: every
+behavior starts from E⁰. Each behavior's output is the mean over layers 0..L of Â_k^l · In_k.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+
+from hnt_jax.models.lightgcn import light_propagation
+
+MODES = ("cascade", "parallel")
+
+
+def encode_behaviors(adjs: Sequence, ego: jax.Array, n_layers: int, mode: str = "cascade",
+                     residual: bool = False) -> list[jax.Array]:
+  """[E_1, ..., E_K], each [M+N, d], in cascade order."""
+  if mode not in MODES:
+    raise ValueError(f"model.encoder={mode!r} is not one of {', '.join(MODES)}")
+  outs: list[jax.Array] = []
+  for k, adj in enumerate(adjs):
+    if mode == "parallel" or k == 0:
+      x = ego
+    else:
+      x = outs[-1] + ego if residual else outs[-1]
+    outs.append(light_propagation(adj, x, n_layers))
+  return outs

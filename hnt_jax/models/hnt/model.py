@@ -1,0 +1,250 @@
+"""HNT: cascade behavior encoder + negative-transfer gating + hesitation sets (METHOD.md sections 1-4).
+
+  L = L_BPR(target, z) + λ_aux Σ_k L_BPR(k, e^k) + λ_h L_hes + λ_c L_conv + λ_s L_sim + λ_2 ‖E⁰_batch‖² / B
+
+Scores are ŷ_ui = ⟨z_u, z_i⟩ with z_i = e_i^K; with `score_fusion`, a weak-signal candidate's score also gets
+α · c_θ(x_ui) (α ≥ 0 learned; c_θ under stop_gradient, so only α learns from the ranking losses).
+The hesitation sets are a Flax variable collection ("hesitation"), refreshed by `refresh` and saved in
+checkpoints with the parameters.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from hnt_jax.models.base import Recommender, l2_batch
+from hnt_jax.models.hnt import hesitation as hes_lib
+from hnt_jax.models.hnt.encoder import encode_behaviors
+from hnt_jax.models.hnt.transfer import NegativeTransfer, info_nce
+from hnt_jax.train.sampler import sample_negatives
+
+
+@flax.struct.dataclass
+class HNTEmbeddings:
+  users: jax.Array  # z_u [M, d]
+  items: jax.Array  # z_i = e_i^K [N, d]
+  beh_users: jax.Array  # e_u^k for auxiliary k: [K-1, M, d]
+  beh_items: jax.Array  # [K-1, N, d]
+  alpha: jax.Array  # score-fusion weight (0 when off)
+  gates: tuple  # per auxiliary behavior, [E_k]
+
+
+class HNT(Recommender):
+  n_behaviors: int = 3
+  embed_dim: int = 64
+  n_layers: int = 2
+  init_std: float = 0.1
+  l2: float = 1e-4
+  encoder: str = "cascade"
+  residual: bool = False
+  use_negative_transfer: bool = True
+  use_hesitation: bool = True
+  use_sim_loss: bool = True
+  sim_dim: int = 64
+  gate_temperature: float = 0.2
+  sim_temperature: float = 0.2
+  lambda_aux: float = 0.0
+  lambda_hes: float = 0.5
+  lambda_conv: float = 0.1
+  lambda_sim: float = 0.1
+  conv_hidden: int = 64
+  conv_batch: int = 1024
+  conv_stop_gradient: bool = True
+  hes_refresh_every: int = 5
+  hes_threshold: float = 0.6
+  hes_size: int = 8
+  hes_beta: float = 0.0
+  score_fusion: bool = False
+
+  @property
+  def n_aux(self) -> int:
+    return self.n_behaviors - 1
+
+  @property
+  def refresh_every(self) -> int:
+    return self.hes_refresh_every if self.hesitation_on else 0
+
+  @property
+  def hesitation_on(self) -> bool:
+    return self.use_hesitation and self.n_aux > 0
+
+  def setup(self):
+    init = nn.initializers.normal(self.init_std)
+    self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
+    self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
+    if self.n_aux:
+      self.transfer = NegativeTransfer(n_aux=self.n_aux, embed_dim=self.embed_dim, sim_dim=self.sim_dim,
+                                       temperature=self.gate_temperature,
+                                       use_gates=self.use_negative_transfer)
+    if self.hesitation_on:
+      self.conversion = hes_lib.ConversionModel(hidden=self.conv_hidden)
+      m, size = self.n_users, self.hes_size
+      self.hes_items = self.variable("hesitation", "items", lambda: jnp.zeros((m, size), jnp.int32))
+      self.hes_mask = self.variable("hesitation", "mask", lambda: jnp.zeros((m, size), bool))
+      self.hes_conf = self.variable("hesitation", "conf", lambda: jnp.zeros((m, size), jnp.float32))
+      if self.score_fusion:
+        self.alpha_raw = self.param("alpha", nn.initializers.constant(-1.0), ())
+
+  # --- representations -------------------------------------------------------------------------------
+
+  def embed(self, graphs) -> HNTEmbeddings:
+    ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
+    outs = encode_behaviors([g.adj for g in graphs.per_behavior], ego, self.n_layers, self.encoder,
+                            self.residual)
+    m = self.n_users
+    user_t, item_t = outs[-1][:m], outs[-1][m:]
+    aux = outs[:-1]
+    if self.n_aux:
+      z, gates, _ = self.transfer(graphs.per_behavior[:-1], graphs.target, user_t, item_t,
+                                  [o[m:] for o in aux])
+      beh_users = jnp.stack([o[:m] for o in aux])
+      beh_items = jnp.stack([o[m:] for o in aux])
+    else:
+      z, gates = user_t, ()
+      beh_users = jnp.zeros((0, m, self.embed_dim))
+      beh_items = jnp.zeros((0, self.n_items, self.embed_dim))
+    alpha = jax.nn.softplus(self.alpha_raw) if (self.hesitation_on and self.score_fusion) else jnp.zeros(())
+    return HNTEmbeddings(users=z, items=item_t, beh_users=beh_users, beh_items=beh_items, alpha=alpha,
+                         gates=tuple(gates))
+
+  def conversion_logits(self, graphs, emb: HNTEmbeddings, users, items, aux_flags) -> jax.Array:
+    """c_θ(x_ui) for pairs of any shape (embeddings under stop_gradient by default)."""
+    tables = (emb.beh_users, emb.beh_items, emb.users, emb.items)
+    if self.conv_stop_gradient:
+      tables = jax.lax.stop_gradient(tables)
+    x = hes_lib.pair_features(graphs.weak, users, items, aux_flags, *tables)
+    return self.conversion(x)
+
+  def _candidate_lookup(self, graphs, users, items):
+    """For pairs (users[b], items[b]): is the item a candidate of the user, and its auxiliary flags."""
+    weak = graphs.weak
+    match = (weak.cand_items[users] == items[:, None]) & weak.cand_mask[users]
+    flags = jnp.einsum("bc,bck->bk", match.astype(jnp.float32), weak.cand_aux[users])
+    return jnp.any(match, axis=1), flags
+
+  def pair_scores(self, graphs, emb: HNTEmbeddings, users, items) -> jax.Array:
+    y = jnp.sum(emb.users[users] * emb.items[items], axis=-1)
+    if self.hesitation_on and self.score_fusion:
+      is_cand, flags = self._candidate_lookup(graphs, users, items)
+      logit = jax.lax.stop_gradient(self.conversion_logits(graphs, emb, users, items, flags))
+      y = y + jnp.where(is_cand, emb.alpha * logit, 0.0)
+    return y
+
+  def score(self, graphs, emb: HNTEmbeddings, users) -> jax.Array:
+    scores = emb.users[users] @ emb.items.T
+    if self.hesitation_on and self.score_fusion:
+      weak = graphs.weak
+      cand, mask = weak.cand_items[users], weak.cand_mask[users]
+      logit = self.conversion_logits(graphs, emb, users[:, None], cand, weak.cand_aux[users])
+      rows = jnp.arange(users.shape[0])[:, None]
+      scores = scores.at[rows, cand].add(jnp.where(mask, emb.alpha * logit, 0.0))
+    return scores
+
+  # --- objective ---------------------------------------------------------------------------------------
+
+  def loss(self, graphs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    emb = self.embed(graphs)
+    users, pos, neg = batch["users"], batch["pos"], batch["neg"]
+    y_pos = self.pair_scores(graphs, emb, users, pos)
+    y_neg = self.pair_scores(graphs, emb, users, neg)
+    bpr = -jnp.mean(jax.nn.log_sigmoid(y_pos - y_neg))
+    reg = l2_batch(self.user_table, self.item_table, batch)
+    total = bpr + self.l2 * reg
+    metrics = {"bpr": bpr, "l2": reg}
+    if self.lambda_aux and self.n_aux:
+      aux = self._auxiliary_bpr(graphs, emb, users.shape[0])
+      total, metrics["aux_bpr"] = total + self.lambda_aux * aux, aux
+    if self.n_aux and self.use_negative_transfer and self.use_sim_loss and self.lambda_sim:
+      sim = self._similarity_loss(graphs, emb, users, pos)
+      total, metrics["sim"] = total + self.lambda_sim * sim, sim
+    if self.hesitation_on:
+      conv = self._conversion_loss(graphs, emb)
+      total, metrics["conv"] = total + self.lambda_conv * conv, conv
+      if self.lambda_hes:
+        hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg)
+        total, metrics["hes"] = total + self.lambda_hes * hes, hes
+    return total, metrics
+
+  def _auxiliary_bpr(self, graphs, emb: HNTEmbeddings, b: int) -> jax.Array:
+    """BPR on each auxiliary behavior's own embeddings (random edges, exact negatives)."""
+    losses = []
+    for k, g in enumerate(graphs.per_behavior[:-1]):
+      key_e, key_n = jax.random.split(self.make_rng("sample"))
+      edge = jax.random.randint(key_e, (b,), 0, g.users.shape[0])
+      u, i = g.users[edge], g.items[edge]
+      j = sample_negatives(key_n, g.rows, u, self.n_items)
+      eu, ei, ej = emb.beh_users[k][u], emb.beh_items[k][i], emb.beh_items[k][j]
+      losses.append(-jnp.mean(jax.nn.log_sigmoid(jnp.sum(eu * (ei - ej), -1))))
+    return sum(losses) / len(losses)
+
+  def _similarity_loss(self, graphs, emb: HNTEmbeddings, users, pos) -> jax.Array:
+    """L_sim: for each batch (u, i⁺), another purchase i' of u is the positive; other rows negatives."""
+    rows = graphs.target.rows
+    items, mask = rows.padded(users)
+    other = mask & (items != pos[:, None])
+    keys = jnp.where(other, jax.random.uniform(self.make_rng("sample"), other.shape), -1.0)
+    partner = jnp.take_along_axis(items, jnp.argmax(keys, axis=1)[:, None], axis=1)[:, 0]
+    valid = jnp.any(other, axis=1)
+    phi = self.transfer.phi(emb.items[jnp.concatenate([pos, partner])])
+    b = pos.shape[0]
+    return info_nce(phi[:b], phi[b:], valid, self.sim_temperature)
+
+  def _conversion_loss(self, graphs, emb: HNTEmbeddings) -> jax.Array:
+    """L_conv: binary cross-entropy, converting pairs label 1, weak-signal pairs label 0."""
+    weak = graphs.weak
+    key_c, key_w = jax.random.split(self.make_rng("sample"))
+    c = jax.random.randint(key_c, (self.conv_batch,), 0, weak.conv_users.shape[0])
+    w = jax.random.randint(key_w, (self.conv_batch,), 0, weak.weak_users.shape[0])
+    users = jnp.concatenate([weak.conv_users[c], weak.weak_users[w]])
+    items = jnp.concatenate([weak.conv_items[c], weak.weak_items[w]])
+    flags = jnp.concatenate([weak.conv_aux[c], weak.weak_aux[w]])
+    labels = jnp.concatenate([jnp.ones(self.conv_batch), jnp.zeros(self.conv_batch)])
+    logits = self.conversion_logits(graphs, emb, users, items, flags)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+  def _hesitation_loss(self, graphs, emb, users, y_pos, y_neg) -> jax.Array:
+    hes = {"items": self.hes_items.value, "mask": self.hes_mask.value, "conf": self.hes_conf.value}
+    items, conf, valid = hes_lib.sample_from_sets(self.make_rng("sample"), hes, users)
+    y_hes = self.pair_scores(graphs, emb, users, items)
+    return hes_lib.hesitation_loss(y_hes, y_pos, y_neg, conf, valid, self.hes_beta)
+
+  # --- hesitation sets and diagnostics -----------------------------------------------------------------
+
+  def candidate_probabilities(self, graphs) -> jax.Array:
+    """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C]."""
+    emb = self.embed(graphs)
+    return hes_lib.score_candidates(
+        lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), graphs.weak)
+
+  def refresh(self, graphs) -> None:
+    """Rebuilds the hesitation sets (call with mutable=["hesitation"])."""
+    if not self.hesitation_on:
+      return
+    chosen = hes_lib.select_hesitations(self.candidate_probabilities(graphs), graphs.weak,
+                                        self.hes_threshold, self.hes_size)
+    self.hes_items.value, self.hes_mask.value, self.hes_conf.value = (chosen["items"], chosen["mask"],
+                                                                      chosen["conf"])
+
+  def diagnostics(self, graphs, truth, users) -> dict[str, jax.Array]:
+    """Mean gate per auxiliary behavior; hesitation coverage and precision against `truth` (UserRows of
+    held-out items, over `users`), beside the precision of m random weak-signal candidates."""
+    out: dict[str, Any] = {}
+    if self.n_aux and self.use_negative_transfer:
+      emb = self.embed(graphs)
+      for b, gate in zip(graphs.behaviors[:-1], emb.gates):
+        out[f"gate_mean/{b}"] = jnp.mean(gate)
+    if self.hesitation_on:
+      hes = {"items": self.hes_items.value, "mask": self.hes_mask.value}
+      out["hesitation_coverage"] = jnp.mean(jnp.any(hes["mask"], axis=1))
+      out["hesitation_size"] = jnp.mean(jnp.sum(hes["mask"], axis=1))
+      out["hesitation_precision"] = hes_lib.set_precision(hes, truth, users)
+      rand = hes_lib.random_choice(jax.random.PRNGKey(0), graphs.weak, self.hes_size)
+      out["random_precision"] = hes_lib.set_precision(rand, truth, users)
+    return out
+
+

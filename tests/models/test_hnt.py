@@ -1,0 +1,232 @@
+"""HNT: every vectorized path equals a plain NumPy loop on a tiny graph; gradients reach the parameter
+groups each loss term should reach."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hnt_jax.config import base_config
+from hnt_jax.data import synthetic
+from hnt_jax.graph import behavior_graph, build_graphs
+from hnt_jax.models import get_model
+from hnt_jax.models.hnt import hesitation as hes_lib
+from hnt_jax.models.hnt.encoder import encode_behaviors
+from hnt_jax.models.hnt.transfer import edge_gates, gated_mean, info_nce, normalize
+from tests.test_graph import dense_normalized
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = base_config()
+  cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
+  ds = synthetic.generate(cfg.data.synthetic)
+  return cfg, ds, build_graphs(ds, max_candidates=6)
+
+
+def test_gates_and_gated_mean_equal_loops():
+  rng = np.random.default_rng(0)
+  dense = (rng.random((6, 9)) < 0.4).astype(np.float32)
+  dense[2] = 0  # a user without edges
+  g = behavior_graph(sp.csr_matrix(dense))
+  phi = np.asarray(normalize(jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)))
+  proto = np.asarray(normalize(jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)))
+  emb = rng.normal(size=(9, 3)).astype(np.float32)
+  gates = np.asarray(edge_gates(g, jnp.asarray(phi), jnp.asarray(proto), 0.1, 0.2))
+  h = np.asarray(gated_mean(g, jnp.asarray(gates), jnp.asarray(emb), 6))
+  e = 0
+  for u in range(6):
+    num, den = np.zeros(3), 0.0
+    for j in np.flatnonzero(dense[u]):
+      want = 1 / (1 + np.exp(-((phi[j] @ proto[u]) - 0.1) / 0.2))
+      assert gates[e] == pytest.approx(want, rel=1e-5)
+      num, den, e = num + want * emb[j], den + want, e + 1
+    np.testing.assert_allclose(h[u], num / den if den else np.zeros(3), rtol=1e-5, atol=1e-6)
+
+
+def test_prototypes_equal_loop(tiny):
+  cfg, ds, graphs = tiny
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  params = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                      dummy_batch(), method=model.loss)
+  item_t = jnp.asarray(np.random.default_rng(1).normal(size=(ds.n_items, cfg.model.embed_dim)), jnp.float32)
+  user_t = jnp.asarray(np.random.default_rng(2).normal(size=(ds.n_users, cfg.model.embed_dim)), jnp.float32)
+
+  def protos(mdl):
+    phi = mdl.transfer.phi(item_t)
+    return phi, mdl.transfer.prototypes(graphs.target, phi, user_t), mdl.transfer.phi(user_t)
+
+  phi, pi, phi_users = (np.asarray(x) for x in model.apply(params, method=protos))
+  buy = ds.train["buy"].toarray()
+  for u in range(ds.n_users):
+    items = np.flatnonzero(buy[u])
+    want = phi[items].sum(0) if len(items) else phi_users[u]
+    np.testing.assert_allclose(pi[u], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,residual", [("cascade", False), ("cascade", True), ("parallel", False)])
+def test_encoder_equals_dense(mode, residual):
+  rng = np.random.default_rng(3)
+  mats = [(rng.random((5, 7)) < p).astype(np.float32) for p in (0.5, 0.3, 0.2)]
+  adjs = [behavior_graph(sp.csr_matrix(m)).adj for m in mats]
+  ego = rng.normal(size=(12, 4)).astype(np.float32)
+  outs = encode_behaviors(adjs, jnp.asarray(ego), 2, mode, residual)
+  prev = None
+  for k, m in enumerate(mats):
+    a = dense_normalized(m)
+    x = ego if (mode == "parallel" or k == 0) else (prev + ego if residual else prev)
+    prev = (x + a @ x + a @ a @ x) / 3
+    np.testing.assert_allclose(np.asarray(outs[k]), prev, rtol=1e-4, atol=1e-5)
+
+
+def test_candidates_are_the_weak_signals_with_most_behaviors_first(tiny):
+  _, ds, graphs = tiny
+  w = graphs.weak
+  weak = ds.weak_signal_pairs().toarray() > 0
+  view, cart = ds.train["view"].toarray() > 0, ds.train["cart"].toarray() > 0
+  items, mask, aux = (np.asarray(x) for x in (w.cand_items, w.cand_mask, w.cand_aux))
+  for u in range(ds.n_users):
+    allw = np.flatnonzero(weak[u])
+    order = sorted(allw, key=lambda i: (-(int(view[u, i]) + int(cart[u, i])), i))[:6]
+    assert items[u][mask[u]].tolist() == [int(i) for i in order]
+    for c in np.flatnonzero(mask[u]):
+      assert aux[u, c].tolist() == [float(view[u, items[u, c]]), float(cart[u, items[u, c]])]
+
+
+def test_vmap_scoring_and_top_m_equal_loops(tiny):
+  _, ds, graphs = tiny
+  w = graphs.weak
+  table = jnp.asarray(np.random.default_rng(4).normal(size=(ds.n_users, ds.n_items)), jnp.float32)
+
+  def logit_fn(u, items, aux):
+    return table[u, items] + aux.sum(-1)
+
+  probs = np.asarray(hes_lib.score_candidates(logit_fn, w, chunk=4))
+  chosen = jax.device_get(hes_lib.select_hesitations(jnp.asarray(probs), w, 0.55, 3))
+  items, mask, aux = (np.asarray(x) for x in (w.cand_items, w.cand_mask, w.cand_aux))
+  t = np.asarray(table)
+  for u in range(ds.n_users):
+    want_p = [1 / (1 + np.exp(-(t[u, i] + aux[u, c].sum()))) if mask[u, c] else 0.0
+              for c, i in enumerate(items[u])]
+    np.testing.assert_allclose(probs[u], want_p, rtol=1e-5, atol=1e-6)
+    eligible = [(p, items[u, c]) for c, p in enumerate(want_p) if mask[u, c] and p >= 0.55]
+    top = sorted(eligible, key=lambda x: -x[0])[:3]
+    got = [(float(chosen["conf"][u, r]), int(chosen["items"][u, r])) for r in range(3) if chosen["mask"][u, r]]
+    assert [i for _, i in got] == [int(i) for _, i in top]
+    np.testing.assert_allclose([p for p, _ in got], [p for p, _ in top], rtol=1e-5)
+
+
+def test_info_nce_equals_loop():
+  rng = np.random.default_rng(5)
+  a, p = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
+  mask = np.array([True, False, True, True])
+  got = float(info_nce(jnp.asarray(a), jnp.asarray(p), jnp.asarray(mask), 0.5))
+  losses = []
+  for b in np.flatnonzero(mask):
+    logits = np.array([a[b] @ p[c] / 0.5 for c in np.flatnonzero(mask)])
+    idx = list(np.flatnonzero(mask)).index(b)
+    losses.append(-(logits[idx] - np.log(np.exp(logits).sum())))
+  assert got == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_hesitation_loss_and_sampling():
+  hes = {"items": jnp.asarray([[3, 4], [0, 0]]), "mask": jnp.asarray([[True, True], [False, False]]),
+         "conf": jnp.asarray([[0.9, 0.7], [0.0, 0.0]])}
+  items, conf, valid = hes_lib.sample_from_sets(jax.random.PRNGKey(0), hes, jnp.asarray([0, 1, 0]))
+  assert valid.tolist() == [True, False, True] and int(items[0]) in (3, 4)
+  y_h, y_p, y_n = jnp.asarray([1.0, 5.0, 2.0]), jnp.asarray([2.0, 0.0, 1.0]), jnp.asarray([0.0, 0.0, 0.5])
+  got = float(hes_lib.hesitation_loss(y_h, y_p, y_n, conf, valid, beta=0.5))
+  c = np.asarray(conf)
+  per = [-c[b] * np.log(1 / (1 + np.exp(-(y_h[b] - y_n[b])))) - 0.5 * np.log(1 / (1 + np.exp(-(y_p[b] - y_h[b]))))
+         for b in (0, 2)]
+  assert got == pytest.approx(np.mean(per), rel=1e-5)
+
+
+def dummy_batch(b=16, seed=0, n_users=25, n_items=30):
+  rng = np.random.default_rng(seed)
+  return {"users": jnp.asarray(rng.integers(0, n_users, b), jnp.int32),
+          "pos": jnp.asarray(rng.integers(0, n_items, b), jnp.int32),
+          "neg": jnp.asarray(rng.integers(0, n_items, b), jnp.int32)}
+
+
+def grads_of(model, variables, graphs, batch):
+  def loss_fn(p):
+    return model.apply({**variables, "params": p}, graphs, batch, method=model.loss,
+                       rngs={"sample": jax.random.PRNGKey(3)})[0]
+  return jax.grad(loss_fn)(variables["params"])
+
+
+def nonzero_groups(grads):
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  return {jax.tree_util.keystr(path): float(jnp.abs(g).sum()) > 0 for path, g in flat}
+
+
+def test_gradients_finite_and_reach_every_group(tiny):
+  cfg, ds, graphs = tiny
+  cfg.model.hesitation.score_fusion = True
+  cfg.model.lambda_aux = 0.5
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  keys = {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}
+  variables = model.init(keys, graphs, dummy_batch(), method=model.loss)
+  # plant non-empty hesitation sets so that L_hes and α are active
+  variables = dict(variables)
+  variables["hesitation"] = model.apply(variables, graphs, method=model.refresh, mutable=["hesitation"])[1][
+      "hesitation"]
+  variables["hesitation"] = dict(variables["hesitation"], mask=jnp.ones_like(variables["hesitation"]["mask"]),
+                                 conf=jnp.ones_like(variables["hesitation"]["conf"]))
+  grads = grads_of(model, variables, graphs, dummy_batch())
+  chex.assert_tree_all_finite(grads)
+  reached = nonzero_groups(grads)
+  assert all(reached.values()), [k for k, v in reached.items() if not v]
+  # the conversion model learns only from L_conv: with λ_c = 0 it gets no gradient
+  cfg.model.lambda_conv = 0.0
+  model0 = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  g0 = nonzero_groups(grads_of(model0, variables, graphs, dummy_batch()))
+  assert not any(v for k, v in g0.items() if "conversion" in k)
+  assert g0["['alpha']"] and g0["['users']"]
+  cfg.model.update(lambda_conv=0.1, lambda_aux=0.0)
+  cfg.model.hesitation.score_fusion = False
+
+
+def test_ablations_switch_modules_off(tiny):
+  cfg, ds, graphs = tiny
+  cfg.model.update(use_negative_transfer=False, use_hesitation=False)
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  assert "hesitation" not in variables and "conversion" not in variables["params"]
+  emb = model.apply(variables, graphs, method=model.embed)
+  assert all(float(jnp.min(g)) == 1.0 for g in emb.gates)  # every gate is 1
+  _, metrics = model.apply(variables, graphs, dummy_batch(), method=model.loss,
+                           rngs={"sample": jax.random.PRNGKey(0)})
+  assert set(metrics) == {"bpr", "l2"}
+  cfg.model.update(use_negative_transfer=True, use_hesitation=True)
+
+
+def test_score_fusion_adds_alpha_times_logit_on_candidates_only(tiny):
+  cfg, ds, graphs = tiny
+  cfg.model.hesitation.score_fusion = True
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  emb = model.apply(variables, graphs, method=model.embed)
+  users = jnp.arange(ds.n_users)
+  fused = np.asarray(model.apply(variables, graphs, emb, users, method=model.score))
+  plain = np.asarray(emb.users @ emb.items.T)
+  w = graphs.weak
+  for u in range(ds.n_users):
+    for c in range(w.cand_items.shape[1]):
+      i = int(w.cand_items[u, c])
+      if not bool(w.cand_mask[u, c]):
+        continue
+      logit = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), w.cand_aux[u, c][None],
+                          method=model.conversion_logits)
+      assert fused[u, i] == pytest.approx(plain[u, i] + float(emb.alpha) * float(logit[0]), rel=1e-4, abs=1e-5)
+      pair = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), method=model.pair_scores)
+      assert float(pair[0]) == pytest.approx(fused[u, i], rel=1e-4, abs=1e-5)
+  untouched = np.ones_like(plain, bool)
+  for u in range(ds.n_users):
+    untouched[u, np.asarray(w.cand_items[u])[np.asarray(w.cand_mask[u])]] = False
+  np.testing.assert_allclose(fused[untouched], plain[untouched], rtol=1e-5, atol=1e-6)
+  cfg.model.hesitation.score_fusion = False

@@ -15,7 +15,7 @@ def get_config():
   # a small graph: smaller batches so an epoch has several steps
   config.train.batch_size = 512
   config.train.learning_rate = 5e-3
-  config.train.epochs = 60
+  config.train.epochs = 40
   config.train.eval_every = 5
   # hesitation-aware scoring wins on this data's validation split (see tests/models/test_hnt_planted.py)
   config.model.hesitation.score_fusion = True

@@ -102,6 +102,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.select_metric = "ndcg@10"  # validation metric for early stopping and the best checkpoint
   train.checkpoint_every = 5  # epochs between resumable checkpoints (also after every evaluation)
   train.progress = True  # progress bar
+  # graph propagation: "auto" (SciPy CSR on the CPU backend, BCOO on accelerators), "bcoo" or "host"
+  train.propagation = "auto"
 
   # --- evaluation ---------------------------------------------------------------
   ev = config.eval = ml_collections.ConfigDict()

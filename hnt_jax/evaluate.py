@@ -184,7 +184,9 @@ class Evaluator:
       weight = float(totals[group]["weight"])
       prefix = "" if group == "all" else f"{group}/"
       result[f"{prefix}users"] = int(weight)
+      if not weight:  # no user in this group: no metrics (never NaN in results files)
+        continue
       for name, value in totals[group].items():
         if name != "weight":
-          result[prefix + name] = float(value) / weight if weight else float("nan")
+          result[prefix + name] = float(value) / weight
     return result

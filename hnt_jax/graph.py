@@ -12,6 +12,8 @@ Everything here is host NumPy turned into device arrays once; models only read i
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import Optional
 
 import flax.struct
@@ -71,6 +73,8 @@ class BehaviorGraph:
   users: jax.Array  # [E] int32
   items: jax.Array  # [E] int32
   rows: UserRows  # the same matrix, read by batches of users
+  # >= 0: `propagate` multiplies by a host (SciPy CSR) copy of `adj`, the fastest formulation on CPU
+  host_key: int = flax.struct.field(pytree_node=False, default=-1)
 
   @property
   def n_edges(self) -> int:
@@ -153,10 +157,21 @@ def incidence(mat: sp.spmatrix, dtype=np.float32) -> jsparse.BCOO:
                       indices_sorted=True, unique_indices=True)
 
 
-def behavior_graph(mat: sp.spmatrix) -> BehaviorGraph:
+PROPAGATION = ("auto", "bcoo", "host")
+
+
+def _use_host(propagation: str) -> bool:
+  if propagation not in PROPAGATION:
+    raise ValueError(f"train.propagation={propagation!r} is not one of {', '.join(PROPAGATION)}")
+  return propagation == "host" or (propagation == "auto" and jax.default_backend() == "cpu")
+
+
+def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo") -> BehaviorGraph:
   inc = incidence(mat)
-  return BehaviorGraph(adj=normalized_adjacency(mat), incidence=inc,
-                       users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat))
+  adj = normalized_adjacency(mat)
+  key = _register_host_matrix(adj) if _use_host(propagation) else -1
+  return BehaviorGraph(adj=adj, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
+                       rows=user_rows(mat), host_key=key)
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -213,18 +228,63 @@ def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
                      user_stats=jnp.asarray(user_stats))
 
 
-def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128) -> Graphs:
-  """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables."""
-  per = tuple(behavior_graph(ds.train[b]) for b in ds.behaviors)
+def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
+                 propagation: str = "auto") -> Graphs:
+  """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables.
+
+  `propagation`: "bcoo" multiplies by the BCOO adjacency on device; "host" by a SciPy CSR copy through a
+  callback (several times faster on CPU); "auto" picks "host" on the CPU backend, "bcoo" elsewhere.
+  """
+  per = tuple(behavior_graph(ds.train[b], propagation) for b in ds.behaviors)
   union = None
   if merged:
     total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
-    union = behavior_graph(total)
+    union = behavior_graph(total, propagation)
   weak = weak_signals(ds, max_candidates) if ds.auxiliary else None
   return Graphs(per_behavior=per, merged=union, weak=weak, behaviors=tuple(ds.behaviors),
                 n_users=ds.n_users, n_items=ds.n_items)
 
 
-def propagate(adj: jsparse.BCOO, x: jax.Array) -> jax.Array:
-  """One propagation layer: Â · x."""
-  return adj @ x
+def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
+  """One propagation layer: Â · x, by the formulation the graph was built for."""
+  if graph.host_key >= 0:
+    return host_symmetric_matmul(graph.host_key, x)
+  return graph.adj @ x
+
+
+# --- host (SciPy) propagation for the CPU backend ----------------------------------------------------
+
+_HOST_MATRICES: dict[int, sp.csr_matrix] = {}
+
+
+def _register_host_matrix(adj: jsparse.BCOO) -> int:
+  """Keeps a SciPy CSR copy of `adj`; identical adjacencies share one entry (keyed by content)."""
+  data, idx = np.asarray(adj.data), np.asarray(adj.indices)
+  digest = hashlib.sha1(data.tobytes() + idx.tobytes() + str(adj.shape).encode()).digest()
+  key = int.from_bytes(digest[:7], "little")
+  if key not in _HOST_MATRICES:
+    _HOST_MATRICES[key] = sp.csr_matrix((data, (idx[:, 0], idx[:, 1])), shape=adj.shape)
+  return key
+
+
+def _host_matmul(key: int, x: jax.Array) -> jax.Array:
+  def multiply(x_host):
+    return np.asarray(_HOST_MATRICES[key] @ np.asarray(x_host), dtype=x_host.dtype)
+  return jax.pure_callback(multiply, jax.ShapeDtypeStruct(x.shape, x.dtype), x, vmap_method="sequential")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def host_symmetric_matmul(key: int, x: jax.Array) -> jax.Array:
+  """Â · x with a host CSR copy of a symmetric Â; the gradient is Âᵀ · g = Â · g, also on the host."""
+  return _host_matmul(key, x)
+
+
+def _host_fwd(key, x):
+  return _host_matmul(key, x), None
+
+
+def _host_bwd(key, _, g):
+  return (_host_matmul(key, g),)
+
+
+host_symmetric_matmul.defvjp(_host_fwd, _host_bwd)

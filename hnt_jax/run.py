@@ -61,7 +61,7 @@ def format_results(results: dict) -> str:
            f"{results['split']}), best epoch {results['best_epoch']}:", "", head,
            "|---|---:|" + "---:|---:|" * len(ks)]
   for group, prefix in (("all", ""), ("observed", "observed/"), ("unobserved", "unobserved/")):
-    if f"{prefix}hr@{ks[0]}" not in test if ks else True:
+    if not ks or f"{prefix}hr@{ks[0]}" not in test:
       continue
     cells = " | ".join(f"{test[f'{prefix}hr@{k}']:.4f} | {test[f'{prefix}ndcg@{k}']:.4f}" for k in ks)
     lines.append(f"| {group} | {test[f'{prefix}users']:,} | {cells} |")

@@ -138,3 +138,11 @@ def test_negative_sampling_is_reproducible():
   b = sample_negatives(50, np.arange(5), excl, 10, seed=3)
   assert np.array_equal(a, b)
   assert not any(u in a[u] for u in range(5))
+
+
+def test_empty_group_has_no_metrics_rather_than_nan():
+  ds = toy_dataset(9)
+  ds.train["view"] = sp.csr_matrix((ds.n_users, ds.n_items), dtype=np.float32)
+  _, got = run_evaluator(ds, np.zeros((ds.n_users, ds.n_items), np.float32))
+  assert got["observed/users"] == 0 and "observed/hr@1" not in got
+  assert got["unobserved/users"] == got["users"] and not any(np.isnan(v) for v in got.values())

@@ -1,4 +1,5 @@
 """Every sparse graph product equals a dense NumPy reference, including nodes without edges."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -33,10 +34,23 @@ def test_normalized_adjacency_equals_dense_reference(seed, m, n, density):
   adj = graph.normalized_adjacency(sp.csr_matrix(dense))
   ref = dense_normalized(dense)
   np.testing.assert_allclose(np.asarray(adj.todense()), ref, rtol=1e-6, atol=1e-7)
-  x = rng.normal(size=(m + n, 4)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(graph.propagate(adj, jnp.asarray(x))), ref @ x, rtol=1e-5,
-                             atol=1e-6)
   np.testing.assert_allclose(np.asarray(adj.todense()), np.asarray(adj.todense()).T)
+
+
+@pytest.mark.parametrize("propagation", ["bcoo", "host"])
+@pytest.mark.parametrize("seed,m,n,density", [(0, 7, 5, 0.4), (1, 20, 30, 0.1)])
+def test_propagation_and_its_gradient_equal_dense_reference(propagation, seed, m, n, density):
+  rng = np.random.default_rng(seed)
+  dense = random_matrix(rng, m, n, density)
+  g = graph.behavior_graph(sp.csr_matrix(dense), propagation)
+  assert (g.host_key >= 0) == (propagation == "host")
+  ref = dense_normalized(dense)
+  x = rng.normal(size=(m + n, 4)).astype(np.float32)
+  c = rng.normal(size=(m + n, 4)).astype(np.float32)
+  f = jax.jit(lambda x: graph.propagate(g, graph.propagate(g, x)))
+  np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), ref @ ref @ x, rtol=1e-5, atol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(f(x) * c))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(grad), (ref @ ref).T @ c, rtol=1e-5, atol=1e-5)
 
 
 def test_adjacency_indices_are_sorted_and_unique():

@@ -50,12 +50,12 @@ class Dataset:
 
   def converting_pairs(self) -> sp.csr_matrix:
     """C: auxiliary pairs that also have the target behavior in training."""
-    return _binary(self.auxiliary_union().multiply(self.train_target))
+    return binary_csr(self.auxiliary_union().multiply(self.train_target))
 
   def weak_signal_pairs(self) -> sp.csr_matrix:
     """W: auxiliary pairs that never produced the target behavior in training."""
     aux = self.auxiliary_union()
-    return _binary(aux - aux.multiply(self.train_target))
+    return binary_csr(aux - aux.multiply(self.train_target))
 
   def evaluated_users(self, split: str = "test") -> np.ndarray:
     """Users with at least one ground-truth item in `split`."""
@@ -65,7 +65,8 @@ class Dataset:
     return np.flatnonzero(np.diff(mat.indptr) > 0)
 
 
-def _binary(mat: sp.spmatrix) -> sp.csr_matrix:
+def binary_csr(mat: sp.spmatrix) -> sp.csr_matrix:
+  """`mat` with every stored non-zero set to 1, zeros dropped, indices sorted."""
   mat = sp.csr_matrix(mat)
   mat.eliminate_zeros()
   mat.data[:] = 1.0

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hnt_jax.data import formats, validate
-from hnt_jax.data.dataset import Dataset
+from hnt_jax.data.dataset import Dataset, binary_csr
 from hnt_jax.data.download import how_to_get, sha256_of
 from hnt_jax.data.errors import ConfigError, DataError, DatasetNotFoundError
 
@@ -178,7 +178,7 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
     if data_cfg.split == "holdout_valid":
       held = train[target].multiply(valid)
       info["heldout_from_train"] = int(held.nnz)
-      train[target] = _binary(train[target] - held)
+      train[target] = binary_csr(train[target] - held)
       if train[target].nnz == 0:
         raise DataError(f"behavior {target!r} is empty once validation pairs are held out",
                         paths[target])
@@ -189,14 +189,6 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
   info["users_without_test"] = int(n_users - np.count_nonzero(np.diff(test.indptr)))
   return Dataset(name=data_cfg.name, n_users=n_users, n_items=n_items, behaviors=behaviors,
                  train=train, valid=valid, test=test, id_base=base, info=info)
-
-
-def _binary(mat) -> sp.csr_matrix:
-  mat = sp.csr_matrix(mat)
-  mat.eliminate_zeros()
-  mat.data[:] = 1.0
-  mat.sort_indices()
-  return mat
 
 
 # --- processed cache --------------------------------------------------------------------------------

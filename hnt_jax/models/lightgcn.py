@@ -12,11 +12,11 @@ from hnt_jax.graph import propagate
 from hnt_jax.models.base import Embeddings, Recommender, bpr_loss, l2_batch
 
 
-def light_propagation(adj, ego: jnp.ndarray, n_layers: int) -> jnp.ndarray:
-  """mean_{l=0..L} Â^l · ego."""
+def light_propagation(graph, ego: jnp.ndarray, n_layers: int) -> jnp.ndarray:
+  """mean_{l=0..L} Â^l · ego over `graph` (a BehaviorGraph)."""
   total, x = ego, ego
   for _ in range(n_layers):
-    x = propagate(adj, x)
+    x = propagate(graph, x)
     total = total + x
   return total / (n_layers + 1)
 
@@ -33,14 +33,12 @@ class LightGCN(Recommender):
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
 
-  def adjacency(self, graphs):
-    if self.graph == "merged":
-      return graphs.merged.adj
-    return graphs.target.adj
+  def behavior_graph(self, graphs):
+    return graphs.merged if self.graph == "merged" else graphs.target
 
   def embed(self, graphs) -> Embeddings:
     ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
-    out = light_propagation(self.adjacency(graphs), ego, self.n_layers)
+    out = light_propagation(self.behavior_graph(graphs), ego, self.n_layers)
     return Embeddings(out[:self.n_users], out[self.n_users:])
 
   def loss(self, graphs, batch):

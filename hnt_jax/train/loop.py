@@ -106,7 +106,8 @@ class Run:
     self.config = config
     self.ds = ds if ds is not None else load_dataset(config.data)
     self.graphs = graphs if graphs is not None else build_graphs(
-        self.ds, max_candidates=int(config.model.hesitation.max_candidates))
+        self.ds, max_candidates=int(config.model.hesitation.max_candidates),
+        propagation=config.train.propagation)
     self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items,
                                         len(self.ds.behaviors))
     model = self.model

@@ -65,13 +65,14 @@ def test_prototypes_equal_loop(tiny):
     np.testing.assert_allclose(pi[u], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("propagation", ["bcoo", "host"])
 @pytest.mark.parametrize("mode,residual", [("cascade", False), ("cascade", True), ("parallel", False)])
-def test_encoder_equals_dense(mode, residual):
+def test_encoder_equals_dense(mode, residual, propagation):
   rng = np.random.default_rng(3)
   mats = [(rng.random((5, 7)) < p).astype(np.float32) for p in (0.5, 0.3, 0.2)]
-  adjs = [behavior_graph(sp.csr_matrix(m)).adj for m in mats]
+  graphs = [behavior_graph(sp.csr_matrix(m), propagation) for m in mats]
   ego = rng.normal(size=(12, 4)).astype(np.float32)
-  outs = encode_behaviors(adjs, jnp.asarray(ego), 2, mode, residual)
+  outs = encode_behaviors(graphs, jnp.asarray(ego), 2, mode, residual)
   prev = None
   for k, m in enumerate(mats):
     a = dense_normalized(m)

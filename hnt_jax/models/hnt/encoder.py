@@ -14,16 +14,16 @@ from hnt_jax.models.lightgcn import light_propagation
 MODES = ("cascade", "parallel")
 
 
-def encode_behaviors(adjs: Sequence, ego: jax.Array, n_layers: int, mode: str = "cascade",
+def encode_behaviors(graphs: Sequence, ego: jax.Array, n_layers: int, mode: str = "cascade",
                      residual: bool = False) -> list[jax.Array]:
-  """[E_1, ..., E_K], each [M+N, d], in cascade order."""
+  """[E_1, ..., E_K], each [M+N, d], in cascade order (`graphs`: one BehaviorGraph per behavior)."""
   if mode not in MODES:
     raise ValueError(f"model.encoder={mode!r} is not one of {', '.join(MODES)}")
   outs: list[jax.Array] = []
-  for k, adj in enumerate(adjs):
+  for k, graph in enumerate(graphs):
     if mode == "parallel" or k == 0:
       x = ego
     else:
       x = outs[-1] + ego if residual else outs[-1]
-    outs.append(light_propagation(adj, x, n_layers))
+    outs.append(light_propagation(graph, x, n_layers))
   return outs

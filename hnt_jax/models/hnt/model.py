@@ -94,8 +94,7 @@ class HNT(Recommender):
 
   def embed(self, graphs) -> HNTEmbeddings:
     ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
-    outs = encode_behaviors([g.adj for g in graphs.per_behavior], ego, self.n_layers, self.encoder,
-                            self.residual)
+    outs = encode_behaviors(graphs.per_behavior, ego, self.n_layers, self.encoder, self.residual)
     m = self.n_users
     user_t, item_t = outs[-1][:m], outs[-1][m:]
     aux = outs[:-1]

@@ -15,7 +15,7 @@ split metrics, the user's other held-out items are left out of the ranking).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset
-from hnt_jax.graph import UserRows, user_rows
+from hnt_jax.graph import user_rows
 
 PROTOCOLS = ("full", "sampled")
 GROUPS = ("all", "observed", "unobserved")
@@ -144,7 +144,7 @@ class Evaluator:
     self._chunk_fn = jax.jit(self._make_chunk_fn(score_fn))
 
   def _make_chunk_fn(self, score_fn):
-    ks, n_items, sampled = self.ks, self.n_items, self.protocol == "sampled"
+    ks, sampled = self.ks, self.protocol == "sampled"
 
     def chunk_fn(state, users, valid_user, negatives, truth, observed, exclude):
       scores = score_fn(state, users).astype(jnp.float32)

@@ -46,8 +46,9 @@ class UserRows:
     offsets = jnp.arange(max(self.max_degree, 1), dtype=jnp.int32)[None, :]
     mask = offsets < self.degree(users)[:, None]
     pos = jnp.where(mask, self.indptr[users][:, None] + offsets, 0)
-    items = jnp.where(mask, self.indices[jnp.minimum(pos, self.indices.shape[0] - 1)], 0) if (
-        self.indices.shape[0]) else jnp.zeros_like(pos)
+    if self.indices.shape[0] == 0:  # an empty matrix: every row is padding
+      return jnp.zeros_like(pos), mask
+    items = jnp.where(mask, self.indices[jnp.minimum(pos, self.indices.shape[0] - 1)], 0)
     return items, mask
 
   def dense(self, users: jax.Array, dtype=jnp.float32) -> jax.Array:

@@ -1,6 +1,5 @@
 """Every shipped config loads; the command line rejects unknown keys and bad values with one clear line."""
 import os
-import pathlib
 import subprocess
 import sys
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -63,7 +62,6 @@ def _tokenize(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   is_digit = (buf >= 48) & (buf <= 57)
   is_space = (buf == 32) | (buf == 9) | (buf == 13) | (buf == 10)
   bad = ~(is_digit | is_space)
-  line_of_byte = None
   if bad.any():
     pos = int(np.argmax(bad))
     line = int(np.count_nonzero(buf[:pos] == 10))
@@ -214,10 +212,8 @@ def read_pickled_list(path: os.PathLike | str) -> Interactions:
         raise DataError(f"entry {u}: expected an integer item id or None, found {item!r}", path)
       users.append(u)
       items.append(int(item))
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    return Interactions(np.asarray(users, np.int64), np.asarray(items, np.int64),
-                        np.zeros(len(users), np.int64), path)
+  return Interactions(np.asarray(users, np.int64), np.asarray(items, np.int64),
+                      np.zeros(len(users), np.int64), path)
 
 
 def csr_to_interactions(mat: sp.csr_matrix, path: str) -> Interactions:

@@ -1,5 +1,4 @@
 """Readers: correct values on well-formed files, a DataError naming file and line on anything else."""
-import io
 import pickle
 
 import numpy as np

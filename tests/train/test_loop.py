@@ -1,11 +1,9 @@
 """The training loop: learns, writes its outputs, resumes bit-identically, stops on NaN, guards workdirs."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from hnt_jax.config import base_config

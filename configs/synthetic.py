@@ -17,6 +17,4 @@ def get_config():
   config.train.learning_rate = 5e-3
   config.train.epochs = 40
   config.train.eval_every = 5
-  # hesitation-aware scoring wins on this data's validation split (see tests/models/test_hnt_planted.py)
-  config.model.hesitation.score_fusion = True
   return config

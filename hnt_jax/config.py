@@ -82,13 +82,17 @@ def base_config() -> ml_collections.ConfigDict:
   model.conv_hidden = 64  # conversion MLP width
   model.conv_batch = 1024  # converting and weak-signal pairs sampled per step (each)
   model.conv_stop_gradient = True  # conversion features use embeddings under stop_gradient
+  model.conv_embeddings = "all"  # embedding products in x_ui: "all" | "auxiliary" (no z_u ⊙ z_i) | "none"
   hes = model.hesitation = ml_collections.ConfigDict()
   hes.refresh_every = 5  # epochs between hesitation-set refreshes
   hes.threshold = 0.6  # τ_h
   hes.size = 8  # m
   hes.max_candidates = 128  # weak-signal candidates kept per user
   hes.beta = 0.0  # β: keeps hesitation items below real purchases
-  hes.score_fusion = False  # add α·c_θ(x_ui) to weak-signal candidates' scores
+  # hesitation-aware scoring (defaults chosen on validation: Taobao and the planted data; docs/method.md)
+  hes.score_fusion = True  # add α·c_θ(x_ui) to the scores of pairs with auxiliary evidence
+  hes.fusion_pairs = "auxiliary"  # "weak" (candidates C_u) | "auxiliary" (also converting training pairs)
+  hes.fusion_value = "probability"  # "logit" (c_θ) | "probability" (σ(c_θ), a bonus in [0, 1])
 
   # --- training -------------------------------------------------------------
   train = config.train = ml_collections.ConfigDict()
@@ -102,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   train.select_metric = "ndcg@10"  # validation metric for early stopping and the best checkpoint
   train.checkpoint_every = 5  # epochs between resumable checkpoints (also after every evaluation)
   train.progress = True  # progress bar
+  train.time_limit_minutes = 0.0  # stop (resumably) after the epoch that passes this wall time; 0: none
   # graph propagation: "auto" (SciPy CSR on the CPU backend, BCOO on accelerators), "bcoo" or "host"
   train.propagation = "auto"
 

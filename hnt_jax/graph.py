@@ -89,7 +89,8 @@ class WeakSignals:
   Aux flags are float [.., K-1] (which auxiliary behaviors the pair has). `item_stats` holds per item
   [log(1 + purchases), smoothed share of its auxiliary pairs that converted]; `user_stats` the user's
   smoothed converted share. Candidates: for each user up to C weak-signal items, those with the most
-  auxiliary behaviors first (ties: lower item id), padded, with a mask.
+  auxiliary behaviors first (ties: lower item id), padded, with a mask. `conv_table_*` holds each user's
+  converting pairs the same way (so that any (user, item) pair's auxiliary flags can be looked up).
   """
   conv_users: jax.Array  # [|C|]
   conv_items: jax.Array
@@ -100,6 +101,9 @@ class WeakSignals:
   cand_items: jax.Array  # [M, C] int32 (0 where padded)
   cand_mask: jax.Array  # [M, C] bool
   cand_aux: jax.Array  # [M, C, K-1]
+  conv_table_items: jax.Array  # [M, C'] int32 (0 where padded)
+  conv_table_mask: jax.Array  # [M, C'] bool
+  conv_table_aux: jax.Array  # [M, C', K-1]
   item_stats: jax.Array  # [N, 2]
   user_stats: jax.Array  # [M, 1]
 
@@ -192,27 +196,34 @@ def _smoothed_share(converted: np.ndarray, total: np.ndarray, prior: float, stre
   return ((converted + strength * prior) / (total + strength)).astype(np.float32)
 
 
+def _padded_pairs(users: np.ndarray, items: np.ndarray, aux: np.ndarray, m: int, width: int):
+  """Per user, up to `width` of its pairs (most auxiliary behaviors first, then lower item id), padded:
+  (items [M, width] int32, mask [M, width], aux [M, width, K-1])."""
+  strength = aux.sum(axis=1)
+  order = np.lexsort((items, -strength, users))
+  u_sorted = users[order]
+  start = np.searchsorted(u_sorted, np.arange(m))
+  rank = np.arange(order.shape[0]) - start[u_sorted]
+  keep = rank < width
+  out_items = np.zeros((m, width), np.int32)
+  out_mask = np.zeros((m, width), bool)
+  out_aux = np.zeros((m, width, aux.shape[1]), np.float32)
+  rows, cols = u_sorted[keep], rank[keep]
+  out_items[rows, cols] = items[order][keep]
+  out_mask[rows, cols] = True
+  out_aux[rows, cols] = aux[order][keep]
+  return out_items, out_mask, out_aux
+
+
 def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
   """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
   conv_u, conv_i = _pairs(ds.converting_pairs())
   weak_u, weak_i = _pairs(ds.weak_signal_pairs())
   conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
   m, n = ds.n_users, ds.n_items
-  # candidates: per user, most auxiliary behaviors first, then lower item id; keep max_candidates
-  strength = weak_aux.sum(axis=1)
-  order = np.lexsort((weak_i, -strength, weak_u))
-  u_sorted = weak_u[order]
-  start = np.searchsorted(u_sorted, np.arange(m))
-  rank = np.arange(order.shape[0]) - start[u_sorted]
-  keep = rank < max_candidates
-  c = int(max_candidates)
-  cand_items = np.zeros((m, c), np.int32)
-  cand_mask = np.zeros((m, c), bool)
-  cand_aux = np.zeros((m, c, len(ds.auxiliary)), np.float32)
-  rows, cols = u_sorted[keep], rank[keep]
-  cand_items[rows, cols] = weak_i[order][keep]
-  cand_mask[rows, cols] = True
-  cand_aux[rows, cols] = weak_aux[order][keep]
+  cand_items, cand_mask, cand_aux = _padded_pairs(weak_u, weak_i, weak_aux, m, max_candidates)
+  conv_width = max(1, min(int(max_candidates), int(np.bincount(conv_u, minlength=m).max(initial=0))))
+  conv_items, conv_mask, conv_table_aux = _padded_pairs(conv_u, conv_i, conv_aux, m, conv_width)
   # conversion statistics from training data
   aux_item = np.bincount(np.concatenate([conv_i, weak_i]), minlength=n)
   aux_user = np.bincount(np.concatenate([conv_u, weak_u]), minlength=m)
@@ -225,7 +236,9 @@ def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
   return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
                      weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
                      cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
-                     cand_aux=jnp.asarray(cand_aux), item_stats=jnp.asarray(item_stats),
+                     cand_aux=jnp.asarray(cand_aux), conv_table_items=jnp.asarray(conv_items),
+                     conv_table_mask=jnp.asarray(conv_mask), conv_table_aux=jnp.asarray(conv_table_aux),
+                     item_stats=jnp.asarray(item_stats),
                      user_stats=jnp.asarray(user_stats))
 
 

@@ -41,12 +41,38 @@ def load_run(workdir: str) -> dict[str, Any]:
   return {"workdir": workdir, "results": results, "config": config, "history": history}
 
 
+# keys that describe an invocation, not a setting: runs that differ only in these are seeds of one setting
+INVOCATION_KEYS = ("seed", "train.progress", "train.time_limit_minutes", "data.dir", "data.cache_dir",
+                   "data.use_cache")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out: dict[str, Any] = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
 def group_key(config: dict) -> str:
-  """The config without the seed (and display-only keys): runs with equal keys are seeds of one setting."""
-  c = json.loads(json.dumps(config))
-  c.pop("seed", None)
-  c.get("train", {}).pop("progress", None)
-  return json.dumps(c, sort_keys=True)
+  """The config without the seed (and invocation-only keys): runs with equal keys are seeds of one setting."""
+  flat = {k: v for k, v in _flatten(config).items() if k not in INVOCATION_KEYS}
+  return json.dumps(flat, sort_keys=True)
+
+
+def setting_labels(groups: dict[str, list[dict]]) -> dict[str, str]:
+  """A row label per setting: the model name plus the config keys in which settings of that model differ."""
+  flats = {g: json.loads(g) for g in groups}
+  labels = {}
+  for g, flat in flats.items():
+    name = flat.get("model.name", "?")
+    same_model = [f for f in flats.values() if f.get("model.name") == name]
+    keys = sorted({k for f in same_model for k in f if any(o.get(k) != f.get(k) for o in same_model)})
+    parts = [f"{k.removeprefix('model.')}={flat.get(k)}" for k in keys if k != "model.name"]
+    labels[g] = name + (f" ({', '.join(parts)})" if parts else "")
+  return labels
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:
@@ -64,18 +90,21 @@ def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -
   for r in runs:
     groups.setdefault(group_key(r["config"]), []).append(r)
   prefix = f"{group}/" if group else ""
-  head = ["model", "dataset", "protocol", "split", "seeds"] + [m.upper().replace("@", "@") for m in metrics]
-  head += ["best epoch", "s/epoch"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(metrics) + 2)]
-  for members in groups.values():
+  labels = setting_labels(groups)
+  head = ["model", "dataset", "protocol", "split", "seeds"] + [m.upper() for m in metrics]
+  head += ["best epoch", "s/epoch", "stopped"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(metrics) + 2) + "---|"]
+  for key, members in groups.items():
     res = [m["results"] for m in members]
     first = res[0]
-    cells = [first["model"], first["dataset"], first["protocol"], first["split"],
+    cells = [labels[key], first["dataset"], first["protocol"], first["split"],
              ",".join(str(r["seed"]) for r in res)]
     cells += [_mean_std([r.get("test", {}).get(prefix + m, float("nan")) for r in res]) for m in metrics]
     cells.append(_mean_std([float(r["best_epoch"]) for r in res], digits=1))
     spe = [r["timings"].get("seconds_per_epoch") for r in res if "seconds_per_epoch" in r["timings"]]
     cells.append(f"{np.median(spe):.2f}" if spe else "—")
+    statuses = [r.get("status", "?") for r in res]
+    cells.append(", ".join(f"{s} x{statuses.count(s)}" for s in sorted(set(statuses))))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -101,3 +101,28 @@ def test_user_rows_padded_and_dense_equal_the_matrix():
   items, mask = rows.padded(users)
   for r, u in enumerate(np.asarray(users)):
     assert sorted(np.asarray(items[r])[np.asarray(mask[r])].tolist()) == np.flatnonzero(dense[u]).tolist()
+
+
+@pytest.mark.parametrize("width", [3, 64])
+def test_weak_signal_tables_follow_the_rule_per_user(width):
+  """Candidates (weak-signal pairs) and the converting-pair table: per user, most auxiliary behaviors first,
+  then lower item id, cut at `width`; flags equal the auxiliary matrices."""
+  cfg = base_config()
+  cfg.data.synthetic.update(n_users=30, n_items=40, hesitations_per_user=6)
+  ds = synthetic.generate(cfg.data.synthetic)
+  w = graph.weak_signals(ds, width)
+  aux = np.stack([ds.train[b].toarray() != 0 for b in ds.auxiliary], axis=-1)
+  target = ds.train_target.toarray() != 0
+  any_aux = aux.any(-1)
+  for items, mask, flags, pairs in [(w.cand_items, w.cand_mask, w.cand_aux, any_aux & ~target),
+                                    (w.conv_table_items, w.conv_table_mask, w.conv_table_aux,
+                                     any_aux & target)]:
+    items, mask, flags = np.asarray(items), np.asarray(mask), np.asarray(flags)
+    assert items.shape[1] <= width
+    for u in range(ds.n_users):
+      mine = sorted(np.flatnonzero(pairs[u]), key=lambda i: (-aux[u, i].sum(), i))[:items.shape[1]]
+      assert list(items[u][mask[u]]) == mine
+      np.testing.assert_array_equal(flags[u][mask[u]], aux[u, mine].astype(np.float32))
+  conv_pairs = np.asarray(w.conv_table_mask).sum()
+  assert conv_pairs == min((any_aux & target).sum(), conv_pairs)  # nothing kept twice
+  assert int(np.asarray(w.conv_users).shape[0]) == int((any_aux & target).sum())

@@ -28,8 +28,10 @@ def _hnt(cfg, n_users, n_items, n_behaviors):
              gate_temperature=cfg.gate_temperature, sim_temperature=cfg.sim_temperature,
              lambda_aux=cfg.lambda_aux, lambda_hes=cfg.lambda_hes, lambda_conv=cfg.lambda_conv,
              lambda_sim=cfg.lambda_sim, conv_hidden=cfg.conv_hidden, conv_batch=cfg.conv_batch,
-             conv_stop_gradient=cfg.conv_stop_gradient, hes_refresh_every=h.refresh_every,
+             conv_stop_gradient=cfg.conv_stop_gradient,
+             conv_embeddings=cfg.conv_embeddings, hes_refresh_every=h.refresh_every,
              hes_threshold=h.threshold, hes_size=h.size, hes_beta=h.beta, score_fusion=h.score_fusion,
+             fusion_pairs=h.fusion_pairs, fusion_value=h.fusion_value,
              **_embedding_kwargs(cfg))
 
 

@@ -55,8 +55,9 @@ def _write_config(config, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    for d in (saved, current):
-      d.get("train", {}).pop("progress", None)
+    for d in (saved, current):  # keys of the invocation, not of the run
+      for key in ("progress", "time_limit_minutes"):
+        d.get("train", {}).pop(key, None)
     if saved != current:
       diff = sorted(_flat(saved).items() ^ _flat(current).items())
       keys = sorted({k for k, _ in diff})
@@ -160,6 +161,20 @@ class Run:
     return {k: float(v) for k, v in jax.device_get(out).items()}
 
 
+def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, sampler,
+              key: jax.Array) -> tuple[TrainState, float, bool]:
+  """One epoch of `train_step` over a fresh sample from `key`: (state, mean loss, all steps finite)."""
+  k_sample, k_steps = jax.random.split(key)
+  batches = sample_epoch(sampler, k_sample)
+  step_keys = jax.random.split(k_steps, sampler.steps)
+  loss_sum, finite = jnp.float32(0.0), jnp.bool_(True)
+  for s in range(sampler.steps):
+    batch = {k: v[s] for k, v in batches.items()}
+    state, metrics = train_step(state, model_state, graphs, batch, step_keys[s])
+    loss_sum, finite = loss_sum + metrics["loss"], finite & metrics["finite"]
+  return state, float(loss_sum) / sampler.steps, bool(finite)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: Sequence[Hook] = (),
                        run: Optional[Run] = None) -> dict[str, Any]:
   """Trains (or resumes) the configured model in `workdir` and returns the contents of results.json."""
@@ -197,19 +212,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   epoch_times = []
   progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress)
   epoch = int(loop["epoch"])
-  while epoch < tc.epochs and not loop["stopped"]:
+  time_limit = float(tc.time_limit_minutes) * 60.0
+  out_of_time = False
+  while epoch < tc.epochs and not loop["stopped"] and not out_of_time:
     epoch += 1
     t0 = time.time()
-    k_sample, k_steps = jax.random.split(jax.random.fold_in(base_key, epoch))
-    batches = sample_epoch(sampler, k_sample)
-    step_keys = jax.random.split(k_steps, sampler.steps)
-    loss_sum, finite = jnp.float32(0.0), jnp.bool_(True)
-    for s in range(sampler.steps):
-      batch = {k: v[s] for k, v in batches.items()}
-      state, metrics = train_step(state, model_state, run.graphs, batch, step_keys[s])
-      loss_sum, finite = loss_sum + metrics["loss"], finite & metrics["finite"]
-    loss = float(loss_sum) / sampler.steps
-    if not bool(finite) or not math.isfinite(loss):
+    state, loss, finite = run_epoch(train_step, state, model_state, run.graphs, sampler,
+                                    jax.random.fold_in(base_key, epoch))
+    if not finite or not math.isfinite(loss):
       last = ckpt.latest.latest_step()
       ckpt.close()
       raise TrainingDiverged(
@@ -241,10 +251,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
           f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
                      + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
     loop["epoch"] = epoch
+    # the time limit is a property of this invocation, not of the run: it is not saved, so running the
+    # same command again resumes from here
+    out_of_time = time_limit > 0 and time.time() - t_start > time_limit
     payload = _payload(state, model_state, loop)
     if evaluated and loop["best_epoch"] == epoch:
       ckpt.save_best(epoch, payload)
-    if evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]:
+    if (evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]
+        or out_of_time):
       ckpt.save_latest(epoch, payload)
     progress.update(1)
     progress.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{sampler.steps / seconds:.1f}")
@@ -263,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   if epoch_times:
     timings["first_epoch_seconds"] = epoch_times[0]
     timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)
-  status = "early_stopped" if loop["stopped"] else "completed"
+  status = ("early_stopped" if loop["stopped"] else
+            "time_limit" if out_of_time and epoch < tc.epochs else "completed")
   return _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=int(loop["epoch"]),
                  status=status, timings=timings)
 

@@ -205,9 +205,12 @@ def test_ablations_switch_modules_off(tiny):
   cfg.model.update(use_negative_transfer=True, use_hesitation=True)
 
 
-def test_score_fusion_adds_alpha_times_logit_on_candidates_only(tiny):
+@pytest.mark.parametrize("pairs,value", [("weak", "logit"), ("auxiliary", "probability"),
+                                         ("auxiliary", "logit")])
+def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny, pairs, value):
   cfg, ds, graphs = tiny
-  cfg.model.hesitation.score_fusion = True
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.hesitation.update(score_fusion=True, fusion_pairs=pairs, fusion_value=value)
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -215,19 +218,70 @@ def test_score_fusion_adds_alpha_times_logit_on_candidates_only(tiny):
   users = jnp.arange(ds.n_users)
   fused = np.asarray(model.apply(variables, graphs, emb, users, method=model.score))
   plain = np.asarray(emb.users @ emb.items.T)
+  transform = (lambda x: 1 / (1 + np.exp(-x))) if value == "probability" else (lambda x: x)
+
+  def expected(u, i, flags):
+    logit = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), jnp.asarray(flags)[None],
+                        method=model.conversion_logits)
+    return plain[u, i] + float(emb.alpha) * float(transform(np.asarray(logit)[0]))
+
+  def pair(u, i):
+    return float(model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]),
+                             method=model.pair_scores)[0])
+
   w = graphs.weak
+  aux = {b: ds.train[b].toarray() != 0 for b in ds.auxiliary}
+  target = ds.train_target.toarray() != 0
+  touched = np.zeros_like(plain, bool)
   for u in range(ds.n_users):
-    for c in range(w.cand_items.shape[1]):
+    for c in np.flatnonzero(np.asarray(w.cand_mask[u])):  # weak-signal candidates: always fused
       i = int(w.cand_items[u, c])
-      if not bool(w.cand_mask[u, c]):
-        continue
-      logit = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), w.cand_aux[u, c][None],
-                          method=model.conversion_logits)
-      assert fused[u, i] == pytest.approx(plain[u, i] + float(emb.alpha) * float(logit[0]), rel=1e-4, abs=1e-5)
-      pair = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), method=model.pair_scores)
-      assert float(pair[0]) == pytest.approx(fused[u, i], rel=1e-4, abs=1e-5)
-  untouched = np.ones_like(plain, bool)
-  for u in range(ds.n_users):
-    untouched[u, np.asarray(w.cand_items[u])[np.asarray(w.cand_mask[u])]] = False
+      flags = [float(aux[b][u, i]) for b in ds.auxiliary]
+      assert not target[u, i] and any(flags)
+      assert fused[u, i] == pytest.approx(expected(u, i, flags), rel=1e-4, abs=1e-5)
+      assert pair(u, i) == pytest.approx(fused[u, i], rel=1e-4, abs=1e-5)
+      touched[u, i] = True
+    # training purchases in the converting-pair table: fused in pair scores with "auxiliary" only
+    for i in np.flatnonzero(target[u])[:3]:
+      flags = [float(aux[b][u, i]) for b in ds.auxiliary]
+      in_table = i in set(np.asarray(w.conv_table_items[u])[np.asarray(w.conv_table_mask[u])])
+      want = expected(u, i, flags) if (pairs == "auxiliary" and in_table) else plain[u, i]
+      assert pair(u, i) == pytest.approx(want, rel=1e-4, abs=1e-5)
+  untouched = ~touched & ~target  # the evaluation masks training purchases
   np.testing.assert_allclose(fused[untouched], plain[untouched], rtol=1e-5, atol=1e-6)
-  cfg.model.hesitation.score_fusion = False
+
+
+@pytest.mark.parametrize("mode", ["all", "auxiliary", "none"])
+def test_conversion_features_follow_conv_embeddings(tiny, mode):
+  cfg, ds, graphs = tiny
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.conv_embeddings = mode
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  emb = model.apply(variables, graphs, method=model.embed)
+  u, i = jnp.arange(5), jnp.arange(5)
+  flags = jnp.ones((5, 2))
+  logits = lambda e: np.asarray(model.apply(variables, graphs, e, u, i, flags, method=model.conversion_logits))
+  base = logits(emb)
+  z_changed = logits(emb.replace(users=emb.users * 3.0))
+  beh_changed = logits(emb.replace(beh_users=emb.beh_users * 3.0))
+  assert np.allclose(base, z_changed) == (mode != "all")
+  assert np.allclose(base, beh_changed) == (mode == "none")
+  width = variables["params"]["conversion"]["hidden"]["kernel"].shape[0]
+  d = cfg.model.embed_dim
+  assert width == 2 + 2 + 1 + {"all": 3 * d, "auxiliary": 2 * d, "none": 0}[mode]
+
+
+def test_unknown_fusion_and_feature_choices_are_config_errors(tiny):
+  from hnt_jax.data.errors import ConfigError
+  cfg, ds, graphs = tiny
+  for key, value in [("hesitation.fusion_pairs", "all"), ("hesitation.fusion_value", "rank"),
+                     ("conv_embeddings", "some")]:
+    c = cfg.copy_and_resolve_references()
+    node = c.model.hesitation if key.startswith("hesitation.") else c.model
+    node[key.split(".")[-1]] = value
+    model = get_model(c.model, ds.n_users, ds.n_items, 3)
+    with pytest.raises(ConfigError, match=key.split(".")[-1]):
+      model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs, dummy_batch(),
+                 method=model.loss)

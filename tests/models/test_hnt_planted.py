@@ -31,7 +31,6 @@ def test_auc_reference():
 def config(name: str):
   c = base_config()  # 600 users, 400 items, noise_rate 1.0, 10 hesitations per user
   c.model.name = name
-  c.model.hesitation.score_fusion = True
   c.train.update(batch_size=512, learning_rate=5e-3, epochs=40, eval_every=5, patience=0, progress=False)
   c.eval.ks = "10"
   return c

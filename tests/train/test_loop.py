@@ -70,6 +70,20 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
   assert a == b
 
 
+def test_time_limit_stops_resumably_and_the_rerun_finishes_identically(tmp_path):
+  config = small_config()
+  full = train_and_evaluate(config, str(tmp_path / "full"))
+  limited = small_config(time_limit_minutes=1e-9)  # passes after the first epoch
+  first = train_and_evaluate(limited, str(tmp_path / "cut"))
+  assert first["status"] == "time_limit" and first["epochs_run"] == 1
+  assert first["test"]["users"] > 0  # evaluated from the best (here: latest) state so far
+  second = train_and_evaluate(limited, str(tmp_path / "cut"))  # same command again: one more epoch
+  assert second["status"] == "time_limit" and second["epochs_run"] == 2
+  resumed = train_and_evaluate(config, str(tmp_path / "cut"))  # no limit: runs to the end
+  assert resumed["status"] == "completed" and resumed["epochs_run"] == 8
+  assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
+
+
 def test_hnt_resume_restores_hesitation_sets_exactly(tmp_path):
   config = small_config(epochs=6)
   config.model.name = "hnt"

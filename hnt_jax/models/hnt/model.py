@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hnt_jax.data.errors import ConfigError
 from hnt_jax.models.base import Recommender, l2_batch
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
@@ -55,11 +56,14 @@ class HNT(Recommender):
   conv_hidden: int = 64
   conv_batch: int = 1024
   conv_stop_gradient: bool = True
+  conv_embeddings: str = "all"  # "all" | "auxiliary" | "none"
   hes_refresh_every: int = 5
   hes_threshold: float = 0.6
   hes_size: int = 8
   hes_beta: float = 0.0
   score_fusion: bool = False
+  fusion_pairs: str = "weak"  # "weak" | "auxiliary"
+  fusion_value: str = "logit"  # "logit" | "probability"
 
   @property
   def n_aux(self) -> int:
@@ -74,6 +78,12 @@ class HNT(Recommender):
     return self.use_hesitation and self.n_aux > 0
 
   def setup(self):
+    if self.fusion_pairs not in ("weak", "auxiliary"):
+      raise ConfigError(f"model.hesitation.fusion_pairs={self.fusion_pairs!r} is not one of weak, auxiliary")
+    if self.conv_embeddings not in ("all", "auxiliary", "none"):
+      raise ConfigError(f"model.conv_embeddings={self.conv_embeddings!r} is not one of all, auxiliary, none")
+    if self.fusion_value not in ("logit", "probability"):
+      raise ConfigError(f"model.hesitation.fusion_value={self.fusion_value!r} is not one of logit, probability")
     init = nn.initializers.normal(self.init_std)
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
@@ -112,36 +122,58 @@ class HNT(Recommender):
                          gates=tuple(gates))
 
   def conversion_logits(self, graphs, emb: HNTEmbeddings, users, items, aux_flags) -> jax.Array:
-    """c_θ(x_ui) for pairs of any shape (embeddings under stop_gradient by default)."""
-    tables = (emb.beh_users, emb.beh_items, emb.users, emb.items)
+    """c_θ(x_ui) for pairs of any shape (embeddings under stop_gradient by default).
+
+    `conv_embeddings` picks the embedding products in x_ui: "all" (METHOD.md), "auxiliary" (without
+    z_u ⊙ z_i, which memorizes the training purchases that are exactly C's labels) or "none" (flags and
+    statistics only)."""
+    beh_users, beh_items = emb.beh_users, emb.beh_items
+    z_users, z_items = emb.users, emb.items
+    if self.conv_embeddings == "none":
+      beh_users, beh_items = beh_users[:0], beh_items[:0]
+    if self.conv_embeddings != "all":
+      z_users, z_items = z_users[:, :0], z_items[:, :0]
+    tables = (beh_users, beh_items, z_users, z_items)
     if self.conv_stop_gradient:
       tables = jax.lax.stop_gradient(tables)
     x = hes_lib.pair_features(graphs.weak, users, items, aux_flags, *tables)
     return self.conversion(x)
 
-  def _candidate_lookup(self, graphs, users, items):
-    """For pairs (users[b], items[b]): is the item a candidate of the user, and its auxiliary flags."""
+  def _fusion(self, logits: jax.Array, emb: HNTEmbeddings) -> jax.Array:
+    value = jax.nn.sigmoid(logits) if self.fusion_value == "probability" else logits
+    return emb.alpha * value
+
+  def _fusion_lookup(self, graphs, users, items):
+    """For pairs (users[b], items[b]): whether the pair gets the fusion term, and its auxiliary flags."""
     weak = graphs.weak
-    match = (weak.cand_items[users] == items[:, None]) & weak.cand_mask[users]
-    flags = jnp.einsum("bc,bck->bk", match.astype(jnp.float32), weak.cand_aux[users])
-    return jnp.any(match, axis=1), flags
+    tables = [(weak.cand_items, weak.cand_mask, weak.cand_aux)]
+    if self.fusion_pairs == "auxiliary":
+      tables.append((weak.conv_table_items, weak.conv_table_mask, weak.conv_table_aux))
+    found, flags = jnp.zeros(users.shape, bool), 0.0
+    for table_items, table_mask, table_aux in tables:
+      match = (table_items[users] == items[:, None]) & table_mask[users]
+      found = found | jnp.any(match, axis=1)
+      flags = flags + jnp.einsum("bc,bck->bk", match.astype(jnp.float32), table_aux[users])
+    return found, flags
 
   def pair_scores(self, graphs, emb: HNTEmbeddings, users, items) -> jax.Array:
     y = jnp.sum(emb.users[users] * emb.items[items], axis=-1)
     if self.hesitation_on and self.score_fusion:
-      is_cand, flags = self._candidate_lookup(graphs, users, items)
+      found, flags = self._fusion_lookup(graphs, users, items)
       logit = jax.lax.stop_gradient(self.conversion_logits(graphs, emb, users, items, flags))
-      y = y + jnp.where(is_cand, emb.alpha * logit, 0.0)
+      y = y + jnp.where(found, self._fusion(logit, emb), 0.0)
     return y
 
   def score(self, graphs, emb: HNTEmbeddings, users) -> jax.Array:
+    """Scores of all items for `users`. The fusion term reaches the weak-signal candidates (converting pairs
+    are training target items, which the evaluation masks)."""
     scores = emb.users[users] @ emb.items.T
     if self.hesitation_on and self.score_fusion:
       weak = graphs.weak
       cand, mask = weak.cand_items[users], weak.cand_mask[users]
       logit = self.conversion_logits(graphs, emb, users[:, None], cand, weak.cand_aux[users])
       rows = jnp.arange(users.shape[0])[:, None]
-      scores = scores.at[rows, cand].add(jnp.where(mask, emb.alpha * logit, 0.0))
+      scores = scores.at[rows, cand].add(jnp.where(mask, self._fusion(logit, emb), 0.0))
     return scores
 
   # --- objective ---------------------------------------------------------------------------------------

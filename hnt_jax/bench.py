@@ -1,0 +1,231 @@
+"""Benchmarks: compile time, train-step time, seconds per epoch, full-ranking evaluation, memory, propagation.
+
+  python -m hnt_jax.bench --config configs/taobao.py --models hnt,lightgcn_g [--repeats 5] [--epochs 2]
+      [--scaling 2000,8000] [--out bench.json] [--config.key=value ...]
+
+Prints a table and writes `bench.json`:
+  {"device": ..., "versions": ..., "dataset": ...,
+   "models": {"<model>": {"compile_seconds", "step_ms", "step_ms_spread", "epoch_seconds", "eval_seconds",
+                          "peak_rss_mb", "peak_device_mb", "steps_per_epoch"}},
+   "propagation": {"scipy_ms", "bcoo_ms", "segment_sum_ms", "edges"},
+   "scaling": [{"users", "edges", "epoch_seconds", "eval_seconds"}, ...]}
+Times are medians over `repeats` runs after a warm-up; `*_spread` is max - min. Peak memory is the process's
+high-water mark when the model's measurements end (it only grows, so later models include earlier ones).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import statistics
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hnt_jax.graph import behavior_graph, build_graphs, propagate
+from hnt_jax.train.loop import Run, device_info, run_epoch, versions
+from hnt_jax.train.sampler import make_sampler, sample_epoch
+from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+  """(median, spread) seconds of `fn()` (its result waited for) over `repeats` calls after one warm-up."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), max(times) - min(times)
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_device_mb() -> Optional[float]:
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
+def bench_model(run: Run, repeats: int, epochs: int) -> dict[str, float]:
+  """Compile time, step time, seconds per epoch and test-evaluation time of the run's model."""
+  config = run.config
+  params, model_state = run.init_variables()
+  out: dict[str, float] = {}
+  if run.model.trainable:
+    state = TrainState.create(apply_fn=run.model.apply, params=params, tx=make_optimizer(config.train))
+    sampler = make_sampler(run.graphs.target, run.ds.n_items, config.train.batch_size)
+    train_step = make_train_step(run.model)
+    batches = sample_epoch(sampler, jax.random.PRNGKey(0))
+    batch = {k: v[0] for k, v in batches.items()}
+    key = jax.random.PRNGKey(1)
+    t0 = time.perf_counter()
+    state, metrics = train_step(state, model_state, run.graphs, batch, key)
+    jax.block_until_ready(metrics["loss"])
+    out["compile_seconds"] = time.perf_counter() - t0
+    holder = {"state": state}
+
+    def one_step():
+      holder["state"], m = train_step(holder["state"], model_state, run.graphs, batch, key)
+      return m["loss"]
+
+    step, spread = _timed(one_step, repeats)
+    out["step_ms"], out["step_ms_spread"] = 1e3 * step, 1e3 * spread
+    out["steps_per_epoch"] = sampler.steps
+    times = []
+    for e in range(-1, max(1, epochs)):  # epoch -1 warms up (compiles the epoch sampler)
+      t0 = time.perf_counter()
+      holder["state"], _, _ = run_epoch(train_step, holder["state"], model_state, run.graphs, sampler,
+                                        jax.random.PRNGKey(100 + e))
+      if e >= 0:
+        times.append(time.perf_counter() - t0)
+    out["epoch_seconds"] = statistics.median(times)
+    params = holder["state"].params
+    if run.model.refresh_every:
+      t0 = time.perf_counter()
+      model_state = run.refresh(params, model_state)
+      jax.block_until_ready(model_state)
+      out["refresh_seconds"] = time.perf_counter() - t0
+  split = "test" if "test" in run.evaluators else next(iter(run.evaluators), None)
+  if split is not None:
+    ev, ev_spread = _timed(lambda: run.evaluate(params, model_state, split), max(1, repeats // 2))
+    out["eval_seconds"], out["eval_seconds_spread"] = ev, ev_spread
+    out["eval_users"] = int(len(run.ds.evaluated_users(split)))
+  out["peak_rss_mb"] = _peak_rss_mb()
+  device_mb = _peak_device_mb()
+  if device_mb is not None:
+    out["peak_device_mb"] = device_mb
+  return out
+
+
+def bench_propagation(ds, repeats: int, dim: int = 64) -> dict[str, float]:
+  """One propagation layer over the largest behavior graph: SciPy host product, BCOO, gather+segment_sum."""
+  name = max(ds.behaviors, key=lambda b: ds.train[b].nnz)
+  mat = ds.train[name]
+  host, dev = behavior_graph(mat, "host"), behavior_graph(mat, "bcoo")
+  x = jax.random.normal(jax.random.PRNGKey(0), (ds.n_users + ds.n_items, dim))
+  rows, cols = dev.adj.indices[:, 0], dev.adj.indices[:, 1]
+  weights = dev.adj.data
+  n = x.shape[0]
+  segment = jax.jit(lambda x: jax.ops.segment_sum(weights[:, None] * x[cols], rows, num_segments=n,
+                                                  indices_are_sorted=True))
+  scipy_fn = jax.jit(lambda x: propagate(host, x))
+  bcoo_fn = jax.jit(lambda x: propagate(dev, x))
+  ref = np.asarray(bcoo_fn(x))
+  for fn in (scipy_fn, segment):
+    np.testing.assert_allclose(np.asarray(fn(x)), ref, rtol=1e-4, atol=1e-5)
+  return {"graph": name, "edges": int(dev.adj.nse),
+          "scipy_ms": 1e3 * _timed(lambda: scipy_fn(x), repeats)[0],
+          "bcoo_ms": 1e3 * _timed(lambda: bcoo_fn(x), repeats)[0],
+          "segment_sum_ms": 1e3 * _timed(lambda: segment(x), repeats)[0]}
+
+
+def bench_scaling(config, model: str, sizes: Sequence[int], repeats: int) -> list[dict[str, float]]:
+  """Seconds per epoch and evaluation time of `model` on synthetic data of growing size (users)."""
+  from hnt_jax.data.synthetic import generate
+  out = []
+  for users in sizes:
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+      cfg.model.name = model
+      syn = cfg.data.synthetic
+      syn.n_users, syn.n_items = int(users), max(50, int(users) * 2 // 3)
+    ds = generate(cfg.data.synthetic)
+    run = Run(cfg, ds=ds, graphs=build_graphs(ds, max_candidates=int(cfg.model.hesitation.max_candidates),
+                                              propagation=cfg.train.propagation))
+    row = bench_model(run, repeats=repeats, epochs=1)
+    edges = sum(int(ds.train[b].nnz) for b in ds.behaviors)
+    out.append({"users": int(users), "edges": edges, "epoch_seconds": row.get("epoch_seconds"),
+                "eval_seconds": row.get("eval_seconds")})
+  return out
+
+
+def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
+          scaling: Sequence[int] = (), log: Callable[[str], None] = print) -> dict:
+  """All measurements for `models` on the configured dataset (see the module docstring for the layout)."""
+  from hnt_jax.data.load import load_dataset
+  ds = load_dataset(config.data)
+  graphs = build_graphs(ds, max_candidates=int(config.model.hesitation.max_candidates),
+                        propagation=config.train.propagation)
+  result = {"device": device_info(), "versions": versions(), "dataset": config.data.name,
+            "propagation_mode": config.train.propagation, "models": {}}
+  for name in models:
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+      cfg.model.name = name
+    log(f"benchmarking {name} ...")
+    result["models"][name] = bench_model(Run(cfg, ds=ds, graphs=graphs), repeats, epochs)
+  log("benchmarking one propagation layer ...")
+  result["propagation"] = bench_propagation(ds, repeats)
+  if scaling:
+    log(f"benchmarking {models[0]} on synthetic data of {', '.join(map(str, scaling))} users ...")
+    result["scaling"] = bench_scaling(config, models[0], scaling, repeats)
+  return result
+
+
+def format_table(result: dict) -> str:
+  d = result["device"]
+  lines = [f"device: {d['platform']} ({d['kind']}, {d['count']} device(s)); dataset {result['dataset']}; "
+           f"propagation {result['propagation_mode']}", "",
+           "| model | compile s | step ms (spread) | steps/epoch | s/epoch | eval s | peak RSS MB | peak device MB |",
+           "|---|---|---|---|---|---|---|---|"]
+  fmt = lambda v, f: "-" if v is None else format(v, f)
+  for name, r in result["models"].items():
+    lines.append(f"| {name} | {fmt(r.get('compile_seconds'), '.1f')} | {fmt(r.get('step_ms'), '.1f')} "
+                 f"({fmt(r.get('step_ms_spread'), '.1f')}) | {r.get('steps_per_epoch', '-')} | "
+                 f"{fmt(r.get('epoch_seconds'), '.2f')} | {fmt(r.get('eval_seconds'), '.2f')} | "
+                 f"{fmt(r.get('peak_rss_mb'), '.0f')} | {fmt(r.get('peak_device_mb'), '.0f')} |")
+  p = result.get("propagation")
+  if p:
+    lines += ["", f"one propagation layer over {p['graph']} ({p['edges']:,} adjacency entries, d=64): "
+              f"SciPy host {p['scipy_ms']:.1f} ms, BCOO {p['bcoo_ms']:.1f} ms, "
+              f"gather+segment_sum {p['segment_sum_ms']:.1f} ms"]
+  if result.get("scaling"):
+    lines += ["", "| synthetic users | training edges | s/epoch | eval s |", "|---|---|---|---|"]
+    for r in result["scaling"]:
+      lines.append(f"| {r['users']} | {r['edges']:,} | {fmt(r['epoch_seconds'], '.2f')} | "
+                   f"{fmt(r['eval_seconds'], '.2f')} |")
+  return "\n".join(lines)
+
+
+def main_cli():
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from hnt_jax import config as config_lib
+  from hnt_jax.run import main_with_clean_errors
+
+  config = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+  models = flags.DEFINE_string("models", "hnt,lightgcn_g", "Comma-separated model names.")
+  repeats = flags.DEFINE_integer("repeats", 5, "Timed repetitions after warm-up (medians are reported).")
+  epochs = flags.DEFINE_integer("epochs", 2, "Whole epochs timed per model.")
+  scaling = flags.DEFINE_string("scaling", "", "Comma-separated synthetic user counts for the scaling rows.")
+  out = flags.DEFINE_string("out", "bench.json", "Where to write the JSON result.")
+  flags.mark_flags_as_required(["config"])
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    sizes = [int(s) for s in scaling.value.split(",") if s.strip()]
+    names = [m.strip() for m in models.value.split(",") if m.strip()]
+    result = bench(config.value, names, repeats.value, epochs.value, sizes)
+    print(format_table(result))
+    with open(out.value, "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    print(f"\nwritten: {out.value}")
+
+  def check():
+    spec, overrides = config_lib.overrides_from_argv(__import__("sys").argv[1:])
+    if spec:
+      config_lib.check_overrides(config_lib.load_config_file(spec), overrides)
+
+  main_with_clean_errors(lambda: (check(), app.run(main)))
+
+
+if __name__ == "__main__":
+  main_cli()

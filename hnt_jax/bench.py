@@ -22,7 +22,6 @@ import time
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hnt_jax.graph import behavior_graph, build_graphs, propagate

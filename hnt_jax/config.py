@@ -118,6 +118,12 @@ def base_config() -> ml_collections.ConfigDict:
   ev.n_negatives = 99  # sampled protocol
   ev.sample_seed = 0  # sampled protocol: fixed negatives
 
+  # --- devices and hosts (hnt_jax/distributed.py) -------------------------------
+  mesh = config.mesh = ml_collections.ConfigDict()
+  mesh.data = 1  # devices on the data axis (batches, evaluation users, propagation rows); -1: all devices
+  mesh.model = 1  # devices on the model axis (embedding tables split by rows)
+  mesh.distributed = "auto"  # jax.distributed.initialize(): auto (when a launcher set one up) | on | off
+
   return config
 
 

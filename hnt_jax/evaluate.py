@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from hnt_jax import distributed
 from hnt_jax.data.dataset import Dataset
 from hnt_jax.graph import user_rows
 
@@ -117,7 +118,8 @@ class Evaluator:
   once per evaluation (embeddings, for most models).
   """
 
-  def __init__(self, ds: Dataset, split: str, eval_cfg, score_fn: Callable[[Any, jax.Array], jax.Array]):
+  def __init__(self, ds: Dataset, split: str, eval_cfg, score_fn: Callable[[Any, jax.Array], jax.Array],
+               mesh=None):
     if eval_cfg.protocol not in PROTOCOLS:
       raise ValueError(f"eval.protocol={eval_cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     self.split, self.protocol = split, eval_cfg.protocol
@@ -128,6 +130,9 @@ class Evaluator:
     truth_rows = user_rows(es.truth)
     g = max(truth_rows.max_degree, 1)
     self.chunk = int(max(1, min(self.n_users, eval_cfg.chunk_cells // (ds.n_items * (g + 1)))))
+    # on a mesh each chunk's users are split over `data`; the memory budget is then per device
+    self.mesh, d = mesh, distributed.data_size(mesh)
+    self.chunk = -(-self.chunk // d) * d
     n_chunks = -(-self.n_users // self.chunk)
     padded = np.zeros(n_chunks * self.chunk, np.int32)
     padded[:self.n_users] = es.users
@@ -175,8 +180,11 @@ class Evaluator:
     totals = None
     for c in range(self.users.shape[0]):
       negs = self.negatives[c] if self.negatives is not None else jnp.zeros((self.chunk, 1), jnp.int32)
-      out = self._chunk_fn(state, self.users[c], self.valid_user[c], negs, self.truth, self.observed,
-                           self.exclude)
+      users, valid = self.users[c], self.valid_user[c]
+      if self.mesh is not None:
+        users, valid, negs = (distributed.put_global(x, distributed.rows_sharding(self.mesh, x.ndim))
+                              for x in (users, valid, negs))
+      out = self._chunk_fn(state, users, valid, negs, self.truth, self.observed, self.exclude)
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     result: dict[str, float] = {}

@@ -6,7 +6,9 @@ For every behavior b with training matrix R_b (users x items):
   nodes without edges have empty rows (no division by zero);
 * `incidence`: R_b itself as an M x N BCOO (data = 1), whose data a model may replace by per-edge weights;
 * `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`);
-* `rows`: R_b as `UserRows`, to read the items of a batch of users (masks, candidates, heuristics).
+* `rows`: R_b as `UserRows`, to read the items of a batch of users (masks, candidates, heuristics);
+* `shards`: on a device mesh, `adj` split by rows over the mesh's `data` axis (`distributed.RowShards`);
+  `adj` itself is then dropped, so each device holds only its block of rows.
 
 Everything here is host NumPy turned into device arrays once; models only read it.
 """
@@ -22,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
+from jax.sharding import Mesh
 
 from hnt_jax.data.dataset import Dataset
+from hnt_jax.distributed import RowShards, row_shards, sharded_matmul
 
 
 @flax.struct.dataclass
@@ -69,13 +73,14 @@ def user_rows(mat: sp.spmatrix) -> UserRows:
 
 @flax.struct.dataclass
 class BehaviorGraph:
-  adj: jsparse.BCOO  # (M+N) x (M+N), symmetric normalized
+  adj: Optional[jsparse.BCOO]  # (M+N) x (M+N), symmetric normalized (None when `shards` holds it)
   incidence: jsparse.BCOO  # M x N, binary, CSR order
   users: jax.Array  # [E] int32
   items: jax.Array  # [E] int32
   rows: UserRows  # the same matrix, read by batches of users
   # >= 0: `propagate` multiplies by a host (SciPy CSR) copy of `adj`, the fastest formulation on CPU
   host_key: int = flax.struct.field(pytree_node=False, default=-1)
+  shards: Optional[RowShards] = None  # on a device mesh: `adj` split by rows over `data`
 
   @property
   def n_edges(self) -> int:
@@ -171,9 +176,15 @@ def _use_host(propagation: str) -> bool:
   return propagation == "host" or (propagation == "auto" and jax.default_backend() == "cpu")
 
 
-def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo") -> BehaviorGraph:
+def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[Mesh] = None) -> BehaviorGraph:
+  """The graph of one behavior; with a multi-device `mesh`, propagation is row-sharded over `data`."""
   inc = incidence(mat)
   adj = normalized_adjacency(mat)
+  if mesh is not None:
+    idx = np.asarray(adj.indices)
+    shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
+    return BehaviorGraph(adj=None, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
+                         rows=user_rows(mat), shards=shards)
   key = _register_host_matrix(adj) if _use_host(propagation) else -1
   return BehaviorGraph(adj=adj, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
                        rows=user_rows(mat), host_key=key)
@@ -243,17 +254,18 @@ def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
 
 
 def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
-                 propagation: str = "auto") -> Graphs:
+                 propagation: str = "auto", mesh: Optional[Mesh] = None) -> Graphs:
   """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables.
 
   `propagation`: "bcoo" multiplies by the BCOO adjacency on device; "host" by a SciPy CSR copy through a
-  callback (several times faster on CPU); "auto" picks "host" on the CPU backend, "bcoo" elsewhere.
+  callback (several times faster on CPU); "auto" picks "host" on the CPU backend, "bcoo" elsewhere. With a
+  multi-device `mesh` every propagation is row-sharded over its `data` axis instead.
   """
-  per = tuple(behavior_graph(ds.train[b], propagation) for b in ds.behaviors)
+  per = tuple(behavior_graph(ds.train[b], propagation, mesh) for b in ds.behaviors)
   union = None
   if merged:
     total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
-    union = behavior_graph(total, propagation)
+    union = behavior_graph(total, propagation, mesh)
   weak = weak_signals(ds, max_candidates) if ds.auxiliary else None
   return Graphs(per_behavior=per, merged=union, weak=weak, behaviors=tuple(ds.behaviors),
                 n_users=ds.n_users, n_items=ds.n_items)
@@ -261,6 +273,8 @@ def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
 
 def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
   """One propagation layer: Â · x, by the formulation the graph was built for."""
+  if graph.shards is not None:
+    return sharded_matmul(graph.shards, x)
   if graph.host_key >= 0:
     return host_symmetric_matmul(graph.host_key, x)
   return graph.adj @ x

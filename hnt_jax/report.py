@@ -43,7 +43,7 @@ def load_run(workdir: str) -> dict[str, Any]:
 
 # keys that describe an invocation, not a setting: runs that differ only in these are seeds of one setting
 INVOCATION_KEYS = ("seed", "train.progress", "train.time_limit_minutes", "data.dir", "data.cache_dir",
-                   "data.use_cache")
+                   "data.use_cache", "mesh.data", "mesh.model", "mesh.distributed")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

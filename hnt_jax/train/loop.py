@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax.core import DenyList
 
+from hnt_jax import distributed
 from hnt_jax.data.dataset import Dataset
 from hnt_jax.data.errors import ConfigError
 from hnt_jax.evaluate import Evaluator, parse_ks
@@ -55,9 +56,10 @@ def _write_config(config, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    for d in (saved, current):  # keys of the invocation, not of the run
+    for d in (saved, current):  # keys of the invocation, not of the run (a run may resume elsewhere)
       for key in ("progress", "time_limit_minutes"):
         d.get("train", {}).pop(key, None)
+      d.pop("mesh", None)
     if saved != current:
       diff = sorted(_flat(saved).items() ^ _flat(current).items())
       keys = sorted({k for k, _ in diff})
@@ -89,9 +91,10 @@ def versions() -> dict[str, str]:
   return out
 
 
-def device_info() -> dict[str, Any]:
+def device_info(mesh=None) -> dict[str, Any]:
   d = jax.devices()[0]
-  return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
+  return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
+          "processes": jax.process_count(), "mesh": distributed.describe(mesh)}
 
 
 class Run:
@@ -105,10 +108,11 @@ class Run:
                graphs: Optional[Graphs] = None):
     from hnt_jax.data.load import load_dataset
     self.config = config
+    self.mesh = distributed.make_mesh(config.mesh)
     self.ds = ds if ds is not None else load_dataset(config.data)
     self.graphs = graphs if graphs is not None else build_graphs(
         self.ds, max_candidates=int(config.model.hesitation.max_candidates),
-        propagation=config.train.propagation)
+        propagation=config.train.propagation, mesh=self.mesh)
     self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items,
                                         len(self.ds.behaviors))
     model = self.model
@@ -131,7 +135,7 @@ class Run:
       self._evaluators = {}
       for split in ("valid", "test"):
         if getattr(self.ds, split) is not None and len(self.ds.evaluated_users(split)):
-          self._evaluators[split] = Evaluator(self.ds, split, self.config.eval, self.score_fn)
+          self._evaluators[split] = Evaluator(self.ds, split, self.config.eval, self.score_fn, mesh=self.mesh)
     return self._evaluators
 
   def init_variables(self) -> tuple[Any, dict]:
@@ -141,7 +145,19 @@ class Run:
     dummy = {k: jnp.zeros((b,), jnp.int32) for k in ("users", "pos", "neg")}
     variables = self.model.init({"params": key, "sample": key}, self.graphs, dummy, method=self.model.loss)
     variables = dict(variables)
-    return variables.pop("params", {}), variables
+    params = variables.pop("params", {})
+    if self.mesh is not None:
+      params = jax.device_put(params, distributed.param_shardings(params, self.mesh, self.ds.n_users,
+                                                                  self.ds.n_items))
+      variables = jax.device_put(variables, distributed.replicated(self.mesh))
+    return params, variables
+
+  def place_state(self, state: TrainState) -> TrainState:
+    """The train state laid out on the mesh (parameters and their optimizer moments sharded alike)."""
+    if self.mesh is None:
+      return state
+    return jax.device_put(state, distributed.state_shardings(state, self.mesh, self.ds.n_users,
+                                                             self.ds.n_items))
 
   def refresh(self, params, model_state: dict) -> dict:
     """The model's non-parameter state recomputed from `params` (e.g. hesitation sets)."""
@@ -162,14 +178,22 @@ class Run:
 
 
 def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, sampler,
-              key: jax.Array) -> tuple[TrainState, float, bool]:
-  """One epoch of `train_step` over a fresh sample from `key`: (state, mean loss, all steps finite)."""
+              key: jax.Array, mesh=None) -> tuple[TrainState, float, bool]:
+  """One epoch of `train_step` over a fresh sample from `key`: (state, mean loss, all steps finite).
+
+  On a mesh each batch is split over `data`; every process samples the same epoch from the same key and
+  transfers only its devices' share of each batch."""
   k_sample, k_steps = jax.random.split(key)
   batches = sample_epoch(sampler, k_sample)
+  if mesh is not None:
+    batches = jax.device_get(batches)
+    split = distributed.rows_sharding(mesh)
   step_keys = jax.random.split(k_steps, sampler.steps)
   loss_sum, finite = jnp.float32(0.0), jnp.bool_(True)
   for s in range(sampler.steps):
     batch = {k: v[s] for k, v in batches.items()}
+    if mesh is not None:
+      batch = {k: distributed.put_global(v, split) for k, v in batch.items()}
     state, metrics = train_step(state, model_state, graphs, batch, step_keys[s])
     loss_sum, finite = loss_sum + metrics["loss"], finite & metrics["finite"]
   return state, float(loss_sum) / sampler.steps, bool(finite)
@@ -179,8 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
                        run: Optional[Run] = None) -> dict[str, Any]:
   """Trains (or resumes) the configured model in `workdir` and returns the contents of results.json."""
   select = _select_key(config)
+  distributed.maybe_initialize(config.mesh)
+  main = distributed.is_main_process()
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  if main:
+    _write_config(config, workdir)
   t_start = time.time()
   run = run or Run(config)
   t_setup = time.time() - t_start
@@ -191,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
 
   tc = config.train
   tx = make_optimizer(tc)
-  state = TrainState.create(apply_fn=run.model.apply, params=params, tx=tx)
+  state = run.place_state(TrainState.create(apply_fn=run.model.apply, params=params, tx=tx))
   loop = {"epoch": 0, "best_value": -math.inf, "best_epoch": -1, "bad_evals": 0, "stopped": False}
   ckpt = Checkpoints(workdir)
   restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, loop)))
@@ -202,15 +229,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
     loop = {k: np.asarray(v).item() for k, v in payload["loop"].items()}
     print(f"resuming {workdir} after epoch {loop['epoch']}")
   ckpt.discard_after(int(loop["epoch"]))
-  _truncate_metrics(workdir, int(loop["epoch"]))
+  if main:
+    _truncate_metrics(workdir, int(loop["epoch"]))
 
   has_valid = "valid" in run.evaluators
+  distributed.check_batch_size(run.mesh, int(tc.batch_size))
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
-  train_step = make_train_step(run.model)
+  train_step = make_train_step(run.model, jax.tree.map(lambda x: x.sharding, state)
+                               if run.mesh is not None else None)
   refresh_every = run.model.refresh_every
   base_key = jax.random.PRNGKey(config.seed)
   epoch_times = []
-  progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress)
+  progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress and main)
   epoch = int(loop["epoch"])
   time_limit = float(tc.time_limit_minutes) * 60.0
   out_of_time = False
@@ -218,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
     epoch += 1
     t0 = time.time()
     state, loss, finite = run_epoch(train_step, state, model_state, run.graphs, sampler,
-                                    jax.random.fold_in(base_key, epoch))
+                                    jax.random.fold_in(base_key, epoch), run.mesh)
     if not finite or not math.isfinite(loss):
       last = ckpt.latest.latest_step()
       ckpt.close()
@@ -246,10 +276,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
         loop["bad_evals"] += 1
         if tc.patience and loop["bad_evals"] >= tc.patience:
           loop["stopped"] = True
-      _append_metrics(workdir, record)
-      progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
-          f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
-                     + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
+      if main:
+        _append_metrics(workdir, record)
+        progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
+            f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
+                       + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
     loop["epoch"] = epoch
     # the time limit is a property of this invocation, not of the run: it is not saved, so running the
     # same command again resumes from here
@@ -323,9 +354,10 @@ def _finish(run: Run, workdir: str, params, model_state: dict, best_epoch: int, 
   out = {"status": status, "model": config.model.name, "dataset": config.data.name, "seed": config.seed,
          "protocol": config.eval.protocol, "split": config.data.split, "select_metric":
          config.train.select_metric, "best_epoch": best_epoch, "epochs_run": epochs_run, **results,
-         "timings": timings, "versions": versions(), "device": device_info()}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=2, sort_keys=True)
+         "timings": timings, "versions": versions(), "device": device_info(run.mesh)}
+  if distributed.is_main_process():
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(out, f, indent=2, sort_keys=True)
   return out
 
 

@@ -31,10 +31,11 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_train_step(model):
+def make_train_step(model, state_shardings: Any = None):
   """`train_step(state, model_state, graphs, batch, key) -> (state, metrics)`, jitted once per run.
 
-  `model_state` holds the model's non-parameter collections (read-only during a step).
+  `model_state` holds the model's non-parameter collections (read-only during a step). On a device mesh,
+  `state_shardings` (the state's layout) keeps the updated state laid out as it came in.
 
   A step whose loss or gradients are not finite leaves the state unchanged and reports `finite = False`,
   so the loop can stop with the last good parameters.
@@ -51,4 +52,6 @@ def make_train_step(model):
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     return new_state, dict(metrics, loss=loss, finite=finite)
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  if state_shardings is None:
+    return jax.jit(train_step, donate_argnums=(0,))
+  return jax.jit(train_step, donate_argnums=(0,), out_shardings=(state_shardings, None))

@@ -1,0 +1,198 @@
+"""Many devices and hosts: the device mesh, shardings, row-sharded propagation, multi-host start-up.
+
+The mesh has two axes: `data` (batches, evaluation users and the rows of every propagation are split over it)
+and `model` (embedding tables are split by rows over it when it is larger than 1). Parameters and optimizer
+state are replicated otherwise. Everything runs through `jax.jit` with sharding annotations; the one explicit
+collective program is the row-sharded propagation (`shard_map`), where each device multiplies its block of
+adjacency rows, so adjacency memory per device shrinks as devices grow.
+
+Config (`config.mesh`): `data` (-1: all devices not used by `model`), `model` (default 1), `distributed`
+("auto": call `jax.distributed.initialize()` when the environment names a coordinator or several TPU
+workers; "on"; "off"). With one device in total nothing here is used and runs are unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hnt_jax.data.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DATA, MODEL = "data", "model"
+
+_INITIALIZED = False
+
+
+def _multi_process_environment() -> bool:
+  """Whether a launcher set up several processes (coordinator address, or several Cloud TPU workers)."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
+    return True
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return len([h for h in hosts.split(",") if h.strip()]) > 1
+
+
+def maybe_initialize(mesh_cfg) -> bool:
+  """Calls `jax.distributed.initialize()` once when `mesh.distributed` says so; True if it did (now or
+  before). Must run before any other JAX call in the process."""
+  global _INITIALIZED
+  mode = str(mesh_cfg.distributed)
+  if mode not in ("auto", "on", "off"):
+    raise ConfigError(f"mesh.distributed={mode!r} is not one of auto, on, off")
+  if _INITIALIZED:
+    return True
+  if mode == "on" or (mode == "auto" and _multi_process_environment()):
+    jax.distributed.initialize()
+    _INITIALIZED = True
+    log.info("jax.distributed initialized: process %d of %d", jax.process_index(), jax.process_count())
+  return _INITIALIZED
+
+
+def is_main_process() -> bool:
+  """Only process 0 writes logs, metrics and reports."""
+  return jax.process_index() == 0
+
+
+def make_mesh(mesh_cfg) -> Optional[Mesh]:
+  """The ("data", "model") mesh the config asks for, or None when it has a single device."""
+  n = jax.device_count()
+  model = int(mesh_cfg.model)
+  data = int(mesh_cfg.data)
+  if model < 1 or n % model:
+    raise ConfigError(f"mesh.model={model} must be a positive divisor of the {n} available device(s)")
+  if data == -1:
+    data = n // model
+  if data < 1 or data * model > n:
+    raise ConfigError(f"mesh.data={data} x mesh.model={model} needs {data * model} devices; {n} available")
+  if data * model == 1:
+    return None
+  devices = np.asarray(jax.devices()[:data * model]).reshape(data, model)
+  return Mesh(devices, (DATA, MODEL))
+
+
+def data_size(mesh: Optional[Mesh]) -> int:
+  return 1 if mesh is None else int(mesh.shape[DATA])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def rows_sharding(mesh: Mesh, ndim: int = 1, axis: int = 0) -> NamedSharding:
+  """Split along `axis` over `data`, the other axes whole."""
+  spec = [None] * ndim
+  spec[axis] = DATA
+  return NamedSharding(mesh, P(*spec))
+
+
+def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+  """A global array with `sharding` from a value every process holds in full; each process transfers only
+  the shards its own devices hold (on one host this is `jax.device_put`)."""
+  host = np.asarray(x)
+  if jax.process_count() == 1:
+    return jax.device_put(host, sharding)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def param_shardings(params: Any, mesh: Mesh, n_users: int, n_items: int) -> Any:
+  """Embedding tables ([n_users or n_items, d]) split by rows over `model` when it is larger than 1; every
+  other parameter replicated."""
+  split = int(mesh.shape[MODEL]) > 1
+
+  def one(x):
+    if split and x.ndim == 2 and x.shape[0] in (n_users, n_items) and x.shape[0] % mesh.shape[MODEL] == 0:
+      return NamedSharding(mesh, P(MODEL, None))
+    return replicated(mesh)
+
+  return jax.tree.map(one, params)
+
+
+def state_shardings(state: Any, mesh: Mesh, n_users: int, n_items: int) -> Any:
+  """Shardings of a TrainState: the optimizer's per-parameter moments follow their parameter."""
+  by_shape = {}
+  for x, s in zip(jax.tree.leaves(state.params),
+                  jax.tree.leaves(param_shardings(state.params, mesh, n_users, n_items))):
+    by_shape.setdefault((x.shape, x.dtype), s)
+
+  def one(x):
+    if hasattr(x, "shape") and (x.shape, x.dtype) in by_shape and len(x.shape) == 2:
+      return by_shape[(x.shape, x.dtype)]
+    return replicated(mesh)
+
+  return jax.tree.map(one, state)
+
+
+# --- row-sharded propagation -------------------------------------------------------------------------
+
+@flax.struct.dataclass
+class RowShards:
+  """An adjacency's entries split by destination row into `data`-many equal blocks of rows.
+
+  rows: [D, E] row index inside the device's block; cols: [D, E] global column; weights: [D, E] (0 where
+  padded). Device d owns rows [d * block, (d + 1) * block) of the output.
+  """
+  rows: jax.Array
+  cols: jax.Array
+  weights: jax.Array
+  block: int = flax.struct.field(pytree_node=False)
+  n: int = flax.struct.field(pytree_node=False)
+  mesh: Mesh = flax.struct.field(pytree_node=False)
+
+
+def row_shards(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n: int, mesh: Mesh) -> RowShards:
+  """Splits the entries (rows sorted or not) of an n x n matrix into the mesh's `data` blocks of rows."""
+  d = data_size(mesh)
+  block = -(-n // d)
+  owner = rows // block
+  order = np.argsort(owner, kind="stable")
+  counts = np.bincount(owner, minlength=d)
+  width = max(int(counts.max(initial=0)), 1)
+  out_r = np.zeros((d, width), np.int32)
+  out_c = np.zeros((d, width), np.int32)
+  out_w = np.zeros((d, width), np.float32)
+  start = np.concatenate([[0], np.cumsum(counts)])
+  for dev in range(d):
+    take = order[start[dev]:start[dev + 1]]
+    out_r[dev, :take.shape[0]] = rows[take] - dev * block
+    out_c[dev, :take.shape[0]] = cols[take]
+    out_w[dev, :take.shape[0]] = weights[take]
+  sharding = rows_sharding(mesh, ndim=2)
+  return RowShards(rows=put_global(out_r, sharding), cols=put_global(out_c, sharding),
+                   weights=put_global(out_w, sharding), block=block, n=n, mesh=mesh)
+
+
+def sharded_matmul(shards: RowShards, x: jax.Array) -> jax.Array:
+  """A · x with each device computing its block of rows from the whole x (gathered where needed)."""
+  d = data_size(shards.mesh)
+  padded = shards.block * d
+
+  def local(rows, cols, weights, x_full):
+    msg = weights[0][:, None] * x_full[cols[0]]
+    return jax.ops.segment_sum(msg, rows[0], num_segments=shards.block)
+
+  f = jax.shard_map(local, mesh=shards.mesh, in_specs=(P(DATA), P(DATA), P(DATA), P()), out_specs=P(DATA))
+  out = f(shards.rows, shards.cols, shards.weights, x)
+  return out[:shards.n] if padded != shards.n else out
+
+
+@functools.lru_cache(maxsize=None)
+def _describe(mesh: Mesh) -> str:
+  return " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
+
+
+def describe(mesh: Optional[Mesh]) -> str:
+  """"data=4 x model=1" (or "single device")."""
+  return "single device" if mesh is None else _describe(mesh)
+
+
+def check_batch_size(mesh: Optional[Mesh], batch_size: int) -> None:
+  """Batches are split evenly over `data`: the batch size must divide."""
+  d = data_size(mesh)
+  if batch_size % d:
+    raise ConfigError(f"train.batch_size={batch_size} must be a multiple of the mesh's data size {d}")

@@ -1,0 +1,70 @@
+"""launch/ scripts: valid bash, and their --dry-run output is the expected command sequence."""
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu.sh")
+
+
+def sh(*args, tmp_path=None):
+  env = dict(os.environ, TMPDIR=str(tmp_path) if tmp_path else "/tmp", PATH="/usr/bin:/bin")  # no gcloud here
+  return subprocess.run(["bash", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse(script):
+  assert sh("-n", script).returncode == 0
+
+
+def test_tpu_dry_run_prints_the_whole_sequence_and_runs_nothing(tmp_path):
+  out = sh("launch/tpu_vm.sh", "--dry-run", "run", "--name", "hnt-v4", "--zone", "us-central2-b", "--bucket",
+           "gs://my-bucket/", "--type", "v4-32", "--spot", "--project", "proj", "--", "--config.seed=1",
+           tmp_path=tmp_path)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  commands = [line for line in lines if not line.startswith("#")]
+  assert commands[0].startswith("gcloud compute tpus tpu-vm create hnt-v4 --zone us-central2-b --project proj")
+  assert "--accelerator-type v4-32" in commands[0] and commands[0].rstrip().endswith("--spot")
+  assert commands[1].startswith("tar czf") and "--exclude=.venv" in commands[1]
+  assert commands[2].startswith("gcloud compute tpus tpu-vm scp") and "--worker=all" in commands[2]
+  install, train = commands[3], commands[4]
+  assert "--worker=all" in install and "jax\\[tpu\\]" in install and "gcsfuse" in install and "my-bucket" in install
+  assert "--worker=all" in train and "hnt_jax.main" in train
+  for flag in ("--config.mesh.data=-1", "--config.mesh.distributed=on", "--config.seed=1",
+               "runs/taobao", "--config.data.dir="):
+    assert flag in train, flag
+  assert any("delete --name hnt-v4" in line for line in lines)  # how to clean up is printed
+  assert not list(tmp_path.iterdir())  # dry run: not even the source archive was written
+
+
+@pytest.mark.parametrize("command,expected", [
+    ("logs", "--worker=0 --command tail\\ -n\\ 100\\ -f"),
+    ("fetch", "gcloud storage rsync --recursive gs://b/runs/taobao runs/taobao"),
+    ("delete", "gcloud compute tpus tpu-vm delete n --zone z --quiet"),
+])
+def test_tpu_single_commands(command, expected):
+  out = sh("launch/tpu_vm.sh", "--dry-run", command, "--name", "n", "--zone", "z", "--bucket", "gs://b")
+  assert out.returncode == 0, out.stderr
+  assert expected in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--name", "n", "--zone", "z"], "--bucket gs://BUCKET is required"),
+    (["create", "--zone", "z"], "--name is required"),
+    (["--name", "n", "--zone", "z"], "no command"),
+    (["create", "--name", "n", "--zone", "z", "--typo"], "unknown argument '--typo'"),
+])
+def test_tpu_bad_arguments_fail_clearly(args, message):
+  out = sh("launch/tpu_vm.sh", "--dry-run", *args)
+  assert out.returncode == 2 and message in out.stderr
+
+
+def test_gpu_dry_run():
+  out = sh("launch/gpu.sh", "--dry-run", "--config", "configs/tmall.py", "--model-axis", "2", "--", "--config.seed=3")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.split() == ["python", "-m", "hnt_jax.main", "--config", "configs/tmall.py", "--workdir",
+                                "runs/tmall_gpu", "--config.mesh.data=-1", "--config.mesh.model=2",
+                                "--config.seed=3"]

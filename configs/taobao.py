@@ -23,4 +23,10 @@ def get_config():
   data.id_base = 1
   data.split = "holdout_valid"
   data.valid_inside_train = True
+  exp = config.experiments
+  exp.grid = "train.learning_rate=0.001,0.01"
+  exp.published = ("lightgcn=0.0411/0.0240; crgcn=0.0855/0.0439; mbcgcn=0.1233/0.0677; PKEF=0.1385/0.0785; "
+                   "MB-HGCN=0.1299/0.0690; MuLe=0.1918/0.1103")
+  exp.published_source = ("as listed in the dataset README (full ranking, training purchases masked; MuLe "
+                          "trained on all of buy.txt for a fixed 100 epochs without validation)")
   return config

@@ -66,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
   model.l2 = 1e-4  # λ_2: weight of ‖E⁰_batch‖² / B
   model.heuristic_weights = ""  # heuristic: per auxiliary behavior, comma-separated; empty: 1,2,...
   model.heuristic_popularity = 0.5  # heuristic: weight of normalized purchase popularity
+  model.crgcn_layers = 1  # crgcn: LightGCN layers per behavior block (one in CRGCN)
+  model.multitask_weight = 1.0  # crgcn: weight of the auxiliary behaviors' BPR terms
   # HNT (METHOD.md); every ablation is a switch here
   model.encoder = "cascade"  # cascade | parallel
   model.residual = False  # cascade: behavior k starts from E_{k-1} + E⁰
@@ -102,6 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
   train.learning_rate = 1e-3
   train.weight_decay = 0.0  # adamw only
   train.eval_every = 5  # epochs between validation evaluations
+  train.validate = True  # evaluate on validation, stop early and keep the best; False: fixed epochs, last one
   train.patience = 5  # evaluations without improvement before stopping; 0: never stop early
   train.select_metric = "ndcg@10"  # validation metric for early stopping and the best checkpoint
   train.checkpoint_every = 5  # epochs between resumable checkpoints (also after every evaluation)
@@ -117,6 +120,14 @@ def base_config() -> ml_collections.ConfigDict:
   ev.chunk_cells = 1 << 25  # memory budget: users x items x (max held-out items + 1) per chunk
   ev.n_negatives = 99  # sampled protocol
   ev.sample_seed = 0  # sampled protocol: fixed negatives
+
+  # --- experiments runner (python -m hnt_jax.experiments) ------------------------
+  exp = config.experiments = ml_collections.ConfigDict()
+  exp.grid = ""  # "key=v1,v2;key2=..." searched on validation, the same points for every trainable model
+  exp.published = ""  # "model=HR@10/NDCG@10; ..." numbers published for this dataset (published protocol)
+  exp.published_source = ""  # where those numbers come from
+  exp.published_protocol = "published"  # the protocol preset the published numbers belong to
+  exp.published_epochs = 100  # fixed epochs of the published protocol
 
   # --- devices and hosts (hnt_jax/distributed.py) -------------------------------
   mesh = config.mesh = ml_collections.ConfigDict()

@@ -5,6 +5,7 @@ from typing import Callable
 
 from hnt_jax.data.errors import ConfigError
 from hnt_jax.models.base import Embeddings, Recommender, bpr_loss, l2_batch
+from hnt_jax.models.cascade import CRGCN, MBCGCN
 from hnt_jax.models.heuristic import Heuristic
 from hnt_jax.models.hnt import HNT
 from hnt_jax.models.lightgcn import LightGCN
@@ -42,6 +43,10 @@ REGISTRY: dict[str, Callable[..., Recommender]] = {
     "lightgcn_g": lambda cfg, m, n, k: LightGCN(n_users=m, n_items=n, n_layers=cfg.n_layers,
                                                 graph="merged", **_embedding_kwargs(cfg)),
     "heuristic": lambda cfg, m, n, k: _heuristic(cfg, m, n),
+    "crgcn": lambda cfg, m, n, k: CRGCN(n_users=m, n_items=n, n_layers=cfg.crgcn_layers,
+                                        multitask_weight=cfg.multitask_weight, **_embedding_kwargs(cfg)),
+    "mbcgcn": lambda cfg, m, n, k: MBCGCN(n_users=m, n_items=n, n_layers=cfg.n_layers, n_behaviors=k,
+                                          **_embedding_kwargs(cfg)),
     "hnt": _hnt,
 }
 
@@ -55,4 +60,4 @@ def get_model(model_cfg, n_users: int, n_items: int, n_behaviors: int = 1) -> Re
 
 
 __all__ = ["Embeddings", "Recommender", "REGISTRY", "get_model", "bpr_loss", "l2_batch", "Heuristic",
-           "HNT", "LightGCN", "MF"]
+           "HNT", "LightGCN", "MF", "CRGCN", "MBCGCN"]

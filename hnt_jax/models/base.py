@@ -72,3 +72,16 @@ def l2_batch(user_table: jax.Array, item_table: jax.Array, batch: Batch) -> jax.
   total = (jnp.sum(user_table[batch["users"]] ** 2) + jnp.sum(item_table[batch["pos"]] ** 2)
            + jnp.sum(item_table[batch["neg"]] ** 2))
   return total / b
+
+
+def behavior_bpr(key: jax.Array, graph, user_emb: jax.Array, item_emb: jax.Array, batch_size: int,
+                 n_items: int) -> jax.Array:
+  """BPR on one behavior's own edges: `batch_size` random edges of `graph` (a BehaviorGraph), each against
+  a uniform item outside the user's items of that behavior (exact), scored with (user_emb, item_emb)."""
+  from hnt_jax.train.sampler import sample_negatives
+  key_e, key_n = jax.random.split(key)
+  edge = jax.random.randint(key_e, (batch_size,), 0, graph.users.shape[0])
+  u, i = graph.users[edge], graph.items[edge]
+  j = sample_negatives(key_n, graph.rows, u, n_items)
+  diff = jnp.sum(user_emb[u] * (item_emb[i] - item_emb[j]), axis=-1)
+  return -jnp.mean(jax.nn.log_sigmoid(diff))

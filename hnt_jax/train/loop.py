@@ -232,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   if main:
     _truncate_metrics(workdir, int(loop["epoch"]))
 
-  has_valid = "valid" in run.evaluators
+  has_valid = "valid" in run.evaluators and bool(tc.validate)
   distributed.check_batch_size(run.mesh, int(tc.batch_size))
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
   train_step = make_train_step(run.model, jax.tree.map(lambda x: x.sharding, state)

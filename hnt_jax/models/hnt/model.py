@@ -18,11 +18,10 @@ import jax.numpy as jnp
 import optax
 
 from hnt_jax.data.errors import ConfigError
-from hnt_jax.models.base import Recommender, l2_batch
+from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
 from hnt_jax.models.hnt.transfer import NegativeTransfer, info_nce
-from hnt_jax.train.sampler import sample_negatives
 
 
 @flax.struct.dataclass
@@ -203,14 +202,8 @@ class HNT(Recommender):
 
   def _auxiliary_bpr(self, graphs, emb: HNTEmbeddings, b: int) -> jax.Array:
     """BPR on each auxiliary behavior's own embeddings (random edges, exact negatives)."""
-    losses = []
-    for k, g in enumerate(graphs.per_behavior[:-1]):
-      key_e, key_n = jax.random.split(self.make_rng("sample"))
-      edge = jax.random.randint(key_e, (b,), 0, g.users.shape[0])
-      u, i = g.users[edge], g.items[edge]
-      j = sample_negatives(key_n, g.rows, u, self.n_items)
-      eu, ei, ej = emb.beh_users[k][u], emb.beh_items[k][i], emb.beh_items[k][j]
-      losses.append(-jnp.mean(jax.nn.log_sigmoid(jnp.sum(eu * (ei - ej), -1))))
+    losses = [behavior_bpr(self.make_rng("sample"), g, emb.beh_users[k], emb.beh_items[k], b, self.n_items)
+              for k, g in enumerate(graphs.per_behavior[:-1])]
     return sum(losses) / len(losses)
 
   def _similarity_loss(self, graphs, emb: HNTEmbeddings, users, pos) -> jax.Array:

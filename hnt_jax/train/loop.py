@@ -32,7 +32,7 @@ from hnt_jax.graph import Graphs, build_graphs
 from hnt_jax.models import Recommender, get_model
 from hnt_jax.train.checkpoint import Checkpoints, abstract_of
 from hnt_jax.train.sampler import make_sampler, sample_epoch
-from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
+from hnt_jax.train.step import ExtraLoss, TrainState, make_optimizer, make_train_step
 
 Hook = Callable[[int, TrainState], None]  # called after each epoch's checkpoint
 
@@ -200,8 +200,11 @@ def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, 
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: Sequence[Hook] = (),
-                       run: Optional[Run] = None) -> dict[str, Any]:
-  """Trains (or resumes) the configured model in `workdir` and returns the contents of results.json."""
+                       run: Optional[Run] = None, extra_loss: Optional[ExtraLoss] = None) -> dict[str, Any]:
+  """Trains (or resumes) the configured model in `workdir` and returns the contents of results.json.
+
+  `hooks` are called after every epoch's checkpoint as `hook(epoch, state)`; `extra_loss` is a term added to
+  the model's loss in every step (see `make_train_step`)."""
   select = _select_key(config)
   distributed.maybe_initialize(config.mesh)
   main = distributed.is_main_process()
@@ -236,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   distributed.check_batch_size(run.mesh, int(tc.batch_size))
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
   train_step = make_train_step(run.model, jax.tree.map(lambda x: x.sharding, state)
-                               if run.mesh is not None else None)
+                               if run.mesh is not None else None, extra_loss)
   refresh_every = run.model.refresh_every
   base_key = jax.random.PRNGKey(config.seed)
   epoch_times = []

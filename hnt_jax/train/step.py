@@ -1,7 +1,7 @@
 """The train state and the one jitted train step."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +31,18 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_train_step(model, state_shardings: Any = None):
+ExtraLoss = Callable[[Any, dict, Any, dict, jax.Array], jax.Array]
+
+
+def make_train_step(model, state_shardings: Any = None, extra_loss: Optional[ExtraLoss] = None):
   """`train_step(state, model_state, graphs, batch, key) -> (state, metrics)`, jitted once per run.
 
   `model_state` holds the model's non-parameter collections (read-only during a step). On a device mesh,
   `state_shardings` (the state's layout) keeps the updated state laid out as it came in.
+
+  `extra_loss(model, variables, graphs, batch, key) -> scalar`, when given, is added to the model's loss
+  (a user-supplied term; logged as "extra"). It is traced into the same jitted step, so it must be a pure
+  JAX function; `model.apply(variables, graphs, method=model.embed)` gives it the model's embeddings.
 
   A step whose loss or gradients are not finite leaves the state unchanged and reports `finite = False`,
   so the loop can stop with the last good parameters.
@@ -43,8 +50,12 @@ def make_train_step(model, state_shardings: Any = None):
 
   def train_step(state: TrainState, model_state, graphs, batch, key):
     def loss_fn(params):
-      return model.apply({"params": params, **model_state}, graphs, batch, method=model.loss,
-                         rngs={"sample": key})
+      variables = {"params": params, **model_state}
+      loss, metrics = model.apply(variables, graphs, batch, method=model.loss, rngs={"sample": key})
+      if extra_loss is not None:
+        extra = extra_loss(model, variables, graphs, batch, jax.random.fold_in(key, 1))
+        loss, metrics = loss + extra, dict(metrics, extra=extra)
+      return loss, metrics
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads)

@@ -61,12 +61,10 @@ def hnt_reference(tmp_path_factory):
   return workdir, train_and_evaluate(sharded_config("hnt", data=1), str(workdir))
 
 
-@pytest.mark.parametrize("model_name,data,model", [("lightgcn", -1, 1), ("hnt", -1, 1), ("lightgcn_g", 2, 2)])
-def test_training_on_several_devices_matches_one(tmp_path, hnt_reference, model_name, data, model):
-  if model_name == "hnt":
-    one_dir, one = hnt_reference
-  else:
-    one_dir, one = tmp_path / "one", train_and_evaluate(sharded_config(model_name, data=1), str(tmp_path / "one"))
+@pytest.mark.parametrize("model_name,data,model", [("lightgcn", -1, 1), ("lightgcn_g", 2, 2)])
+def test_training_on_several_devices_matches_one(tmp_path, model_name, data, model):
+  """(HNT on 4 devices is checked by the checkpoint test below, against the same single-device reference.)"""
+  one_dir, one = tmp_path / "one", train_and_evaluate(sharded_config(model_name, data=1), str(tmp_path / "one"))
   many = train_and_evaluate(sharded_config(model_name, data=data, model=model), str(tmp_path / "many"))
   assert one["device"]["mesh"] == "single device"
   assert many["device"]["mesh"] == f"data={4 // model if data == -1 else data} x model={model}"

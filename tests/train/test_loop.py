@@ -172,3 +172,32 @@ def test_cli_train_report_and_recommend(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "hnt_jax.recommend", "--workdir", f"{tmp_path}/runs/s0",
                         "--users", "100000"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "not in synthetic" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_extra_loss_term_is_added_to_the_step():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from hnt_jax.train.loop import Run
+  from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
+  config = small_config()
+  run = Run(config)
+  params, model_state = run.init_variables()
+  batch = {k: jnp.arange(8, dtype=jnp.int32) for k in ("users", "pos", "neg")}
+  key = jax.random.PRNGKey(0)
+
+  def step_with(extra):
+    fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
+    state = TrainState.create(apply_fn=run.model.apply, params=fresh, tx=make_optimizer(config.train))
+    return make_train_step(run.model, extra_loss=extra)(state, model_state, run.graphs, batch, key)
+
+  base_state, base = step_with(None)
+  const_state, const = step_with(lambda model, variables, graphs, b, k: jnp.float32(0.25))
+  assert float(const["loss"]) == pytest.approx(float(base["loss"]) + 0.25, abs=1e-6)
+  assert float(const["extra"]) == 0.25 and "extra" not in base
+  np.testing.assert_allclose(const_state.params["users"], base_state.params["users"])  # no gradient
+  pull = lambda model, variables, graphs, b, k: jnp.sum(variables["params"]["users"][0] ** 2)
+  pulled_state, _ = step_with(pull)
+  assert not np.allclose(pulled_state.params["users"][0], base_state.params["users"][0])
+  np.testing.assert_allclose(pulled_state.params["users"][1:], base_state.params["users"][1:])

@@ -32,7 +32,9 @@ def edge_gates(graph: BehaviorGraph, phi: jax.Array, prototypes: jax.Array, delt
 
 
 def gated_mean(graph: BehaviorGraph, weights: jax.Array, item_emb: jax.Array, n_users: int) -> jax.Array:
-  """h_u = Σ_j w_uj e_j / Σ_j w_uj over the user's edges (0 for users without edges)."""
+  """h_u = Σ_j w_uj e_j / Σ_j w_uj over the user's edges (0 for users without edges). The incidence's own
+  data (1 unless a caller re-weights edges, as `influence.edge_influence` does) multiplies the weights."""
+  weights = weights * graph.incidence.data
   weighted = jsparse.BCOO((weights, graph.incidence.indices), shape=graph.incidence.shape,
                           indices_sorted=True, unique_indices=True)
   total = weighted @ item_emb

@@ -18,6 +18,7 @@ import copy
 import json
 import resource
 import statistics
+import sys
 import time
 from typing import Callable, Optional, Sequence
 
@@ -218,12 +219,7 @@ def main_cli():
       json.dump(result, f, indent=2, sort_keys=True)
     print(f"\nwritten: {out.value}")
 
-  def check():
-    spec, overrides = config_lib.overrides_from_argv(__import__("sys").argv[1:])
-    if spec:
-      config_lib.check_overrides(config_lib.load_config_file(spec), overrides)
-
-  main_with_clean_errors(lambda: (check(), app.run(main)))
+  main_with_clean_errors(lambda: (config_lib.check_command_line(sys.argv[1:]), app.run(main)))
 
 
 if __name__ == "__main__":

@@ -197,3 +197,11 @@ def overrides_from_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
         body = f"{body}={args[i + 1]}"
       overrides.append(body)
   return spec, overrides
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+  """Unknown config keys and ill-typed values in a command line end with one clear line, before absl parses
+  them (every command that takes --config calls this first)."""
+  spec, overrides = overrides_from_argv(argv)
+  if spec:
+    check_overrides(load_config_file(spec), overrides)

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import statistics
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import ml_collections
@@ -347,12 +348,7 @@ def main_cli():
     print(format_summary(summary))
     print(f"\nwritten: {os.path.join(out.value, protocol.value)}/summary.md, summary.json, summary.png")
 
-  def check():
-    spec, overrides = config_lib.overrides_from_argv(__import__("sys").argv[1:])
-    if spec:
-      config_lib.check_overrides(config_lib.load_config_file(spec), overrides)
-
-  main_with_clean_errors(lambda: (check(), app.run(main)))
+  main_with_clean_errors(lambda: (config_lib.check_command_line(sys.argv[1:]), app.run(main)))
 
 
 if __name__ == "__main__":

@@ -65,4 +65,4 @@ def edge_influence(loss_fn: Callable[[Graphs], jax.Array], graphs: Graphs, behav
     per[k] = weighted_graph(graph, weights, entry_edge)
     return loss_fn(graphs.replace(per_behavior=tuple(per)))
 
-  return jax.grad(loss_of_weights)(jnp.ones(graph.users.shape[0], jnp.float32))
+  return jax.jit(jax.grad(loss_of_weights))(jnp.ones(graph.users.shape[0], jnp.float32))

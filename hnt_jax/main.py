@@ -26,12 +26,5 @@ def main(argv):
   sys.exit(run.run(_CONFIG.value, _WORKDIR.value, mode=_MODE.value))
 
 
-def _check_command_line():
-  """Unknown config keys and ill-typed values end with one clear line, before absl parses them."""
-  spec, overrides = config_lib.overrides_from_argv(sys.argv[1:])
-  if spec:
-    config_lib.check_overrides(config_lib.load_config_file(spec), overrides)
-
-
 if __name__ == "__main__":
-  run.main_with_clean_errors(lambda: (_check_command_line(), app.run(main)))
+  run.main_with_clean_errors(lambda: (config_lib.check_command_line(sys.argv[1:]), app.run(main)))

@@ -1,5 +1,4 @@
 """Edge influence: the gradient with respect to per-edge adjacency weights equals a dense NumPy reference."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

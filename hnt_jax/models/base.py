@@ -59,6 +59,28 @@ class Recommender(nn.Module):
     raise NotImplementedError
 
 
+class EmbeddingRecommender(Recommender):
+  """A recommender with ID embedding tables E⁰ ("users" [M, d], "items" [N, d]) and the BPR + L2 objective on
+  the target; subclasses define `embed` (MF returns the tables, graph models propagate them)."""
+  embed_dim: int = 64
+  init_std: float = 0.1
+  l2: float = 1e-4
+
+  def setup(self):
+    init = nn.initializers.normal(self.init_std)
+    self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
+    self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
+
+  def ego(self) -> jax.Array:
+    """E⁰ of all nodes, users first: [M + N, d]."""
+    return jnp.concatenate([self.user_table, self.item_table], axis=0)
+
+  def loss(self, graphs, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    bpr = bpr_loss(self.embed(graphs), batch)
+    reg = l2_batch(self.user_table, self.item_table, batch)
+    return bpr + self.l2 * reg, {"bpr": bpr, "l2": reg}
+
+
 def bpr_loss(emb: Embeddings, batch: Batch) -> jax.Array:
   """Mean of -log σ(ŷ_ui⁺ − ŷ_uj⁻)."""
   u = emb.users[batch["users"]]

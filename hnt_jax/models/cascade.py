@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hnt_jax.graph import propagate
-from hnt_jax.models.base import Embeddings, Recommender, behavior_bpr, bpr_loss, l2_batch
+from hnt_jax.models.base import EmbeddingRecommender, Embeddings, behavior_bpr, bpr_loss, l2_batch
 from hnt_jax.models.lightgcn import light_propagation
 
 
@@ -32,21 +32,7 @@ def residual_block(graph, x: jnp.ndarray, n_layers: int) -> jnp.ndarray:
   return x + total / n_layers
 
 
-class _Tables(Recommender):
-  embed_dim: int = 64
-  init_std: float = 0.1
-  l2: float = 1e-4
-
-  def setup(self):
-    init = nn.initializers.normal(self.init_std)
-    self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
-    self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
-
-  def ego(self) -> jnp.ndarray:
-    return jnp.concatenate([self.user_table, self.item_table], axis=0)
-
-
-class CRGCN(_Tables):
+class CRGCN(EmbeddingRecommender):
   n_layers: int = 1
   multitask_weight: float = 1.0
 
@@ -77,7 +63,7 @@ class CRGCN(_Tables):
     return total, metrics
 
 
-class MBCGCN(_Tables):
+class MBCGCN(EmbeddingRecommender):
   n_layers: int = 2
   n_behaviors: int = 3
 
@@ -98,7 +84,3 @@ class MBCGCN(_Tables):
     final = sum(self.blocks(graphs))
     return Embeddings(final[:self.n_users], final[self.n_users:])
 
-  def loss(self, graphs, batch):
-    bpr = bpr_loss(self.embed(graphs), batch)
-    reg = l2_batch(self.user_table, self.item_table, batch)
-    return bpr + self.l2 * reg, {"bpr": bpr, "l2": reg}

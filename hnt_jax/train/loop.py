@@ -127,6 +127,7 @@ class Run:
 
     self.score_fn = score_fn
     self._evaluators: Optional[dict[str, Evaluator]] = None
+    self._train_steps: dict[Any, Callable] = {}
 
   @property
   def evaluators(self) -> dict[str, Evaluator]:
@@ -151,6 +152,15 @@ class Run:
                                                                   self.ds.n_items))
       variables = jax.device_put(variables, distributed.replicated(self.mesh))
     return params, variables
+
+  def train_step(self, state: TrainState, extra_loss: Optional[ExtraLoss] = None) -> Callable:
+    """The jitted train step for `state`'s layout (built once per run and extra loss, so a Run reused for
+    several trainings compiles it once)."""
+    key = (id(extra_loss), self.mesh is not None)
+    if key not in self._train_steps:
+      shardings = jax.tree.map(lambda x: x.sharding, state) if self.mesh is not None else None
+      self._train_steps[key] = (make_train_step(self.model, shardings, extra_loss), extra_loss)
+    return self._train_steps[key][0]
 
   def place_state(self, state: TrainState) -> TrainState:
     """The train state laid out on the mesh (parameters and their optimizer moments sharded alike)."""
@@ -238,8 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   has_valid = "valid" in run.evaluators and bool(tc.validate)
   distributed.check_batch_size(run.mesh, int(tc.batch_size))
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
-  train_step = make_train_step(run.model, jax.tree.map(lambda x: x.sharding, state)
-                               if run.mesh is not None else None, extra_loss)
+  train_step = run.train_step(state, extra_loss)
   refresh_every = run.model.refresh_every
   base_key = jax.random.PRNGKey(config.seed)
   epoch_times = []

@@ -54,13 +54,6 @@ def assert_same_run(a_dir, b_dir, a, b, tol=1e-4):
       assert b[split][key] == pytest.approx(value, abs=5e-3), (split, key)
 
 
-@pytest.fixture(scope="module")
-def hnt_reference(tmp_path_factory):
-  """HNT trained on one device, the reference of the HNT tests below."""
-  workdir = tmp_path_factory.mktemp("hnt_one")
-  return workdir, train_and_evaluate(sharded_config("hnt", data=1), str(workdir))
-
-
 @pytest.mark.parametrize("model_name,data,model", [("lightgcn", -1, 1), ("lightgcn_g", 2, 2)])
 def test_training_on_several_devices_matches_one(tmp_path, model_name, data, model):
   """(HNT on 4 devices is checked by the checkpoint test below, against the same single-device reference.)"""
@@ -84,24 +77,42 @@ def test_sharded_evaluation_equals_unsharded():
     assert b[key] == pytest.approx(a[key], abs=1e-6), key
 
 
-def test_hnt_checkpoint_from_four_devices_resumes_on_one(tmp_path, hnt_reference):
-  """HNT (parameters, optimizer state and hesitation sets) interrupted on 4 devices, resumed on 1."""
-  ref_dir, reference = hnt_reference
-  with pytest.raises(Interrupt):
-    train_and_evaluate(sharded_config("hnt", data=-1), str(tmp_path / "cut"), hooks=[interrupt_after(1)])
-  resumed = train_and_evaluate(sharded_config("hnt", data=1), str(tmp_path / "cut"))
-  assert resumed["epochs_run"] == 2 and resumed["device"]["mesh"] == "single device"
-  assert_same_run(ref_dir, tmp_path / "cut", reference, resumed)
-  assert resumed["valid_diagnostics"]["hesitation_coverage"] > 0  # the sets were saved, moved and used
+def test_hnt_loss_and_gradients_on_four_devices_equal_one():
+  """HNT's whole objective (cascade propagation, gates, views, L_sim, L_conv, L_hes with planted sets) and its
+  gradients, computed on the 4-device mesh, equal the single-device values."""
+  cfg_one, cfg_many = sharded_config("hnt", data=1), sharded_config("hnt", data=-1)
+  one, many = Run(cfg_one), Run(cfg_many)
+  params, model_state = one.init_variables()
+  model_state = one.refresh(params, model_state)  # non-empty hesitation sets
+  batch = {k: jnp.arange(64, dtype=jnp.int32) % 100 for k in ("users", "pos", "neg")}
+  key = jax.random.PRNGKey(3)
+
+  def loss_and_grads(run, params, model_state, batch):
+    def loss(p):
+      return run.model.apply({"params": p, **model_state}, run.graphs, batch, method=run.model.loss,
+                             rngs={"sample": key})[0]
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  l1, g1 = loss_and_grads(one, params, model_state, batch)
+  rep = distributed.replicated(many.mesh)
+  sharded_batch = {k: jax.device_put(v, distributed.rows_sharding(many.mesh)) for k, v in batch.items()}
+  l4, g4 = loss_and_grads(many, jax.device_put(params, rep), jax.device_put(model_state, rep), sharded_batch)
+  assert float(l4) == pytest.approx(float(l1), rel=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-6)
 
 
-def test_checkpoint_from_one_device_resumes_on_four(tmp_path):
-  reference = train_and_evaluate(sharded_config("lightgcn", data=1, epochs=4), str(tmp_path / "ref"))
+@pytest.mark.parametrize("first,second", [(-1, 1), (1, -1)])
+def test_checkpoint_moves_between_device_counts(tmp_path, first, second):
+  """Interrupted on one device count, resumed on the other: the run ends at the uninterrupted result."""
+  run_one = Run(sharded_config("lightgcn", data=1, epochs=4))
+  reference = train_and_evaluate(sharded_config("lightgcn", data=1, epochs=4), str(tmp_path / "ref"), run=run_one)
   with pytest.raises(Interrupt):
-    train_and_evaluate(sharded_config("lightgcn", data=1, epochs=4), str(tmp_path / "cut"),
+    train_and_evaluate(sharded_config("lightgcn", data=first, epochs=4), str(tmp_path / "cut"),
                        hooks=[interrupt_after(2)])
-  resumed = train_and_evaluate(sharded_config("lightgcn", data=-1, epochs=4), str(tmp_path / "cut"))
-  assert resumed["epochs_run"] == 4 and resumed["device"]["mesh"] == "data=4 x model=1"
+  resumed = train_and_evaluate(sharded_config("lightgcn", data=second, epochs=4), str(tmp_path / "cut"))
+  assert resumed["epochs_run"] == 4
+  assert resumed["device"]["mesh"] == ("single device" if second == 1 else "data=4 x model=1")
   assert_same_run(tmp_path / "ref", tmp_path / "cut", reference, resumed)
 
 

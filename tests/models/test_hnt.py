@@ -232,8 +232,9 @@ def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny,
   w = graphs.weak
   aux = {b: ds.train[b].toarray() != 0 for b in ds.auxiliary}
   target = ds.train_target.toarray() != 0
+  checked = 8  # users checked pair by pair (each pair is a separate apply)
   touched = np.zeros_like(plain, bool)
-  for u in range(ds.n_users):
+  for u in range(checked):
     for c in np.flatnonzero(np.asarray(w.cand_mask[u])):  # weak-signal candidates: always fused
       i = int(w.cand_items[u, c])
       flags = [float(aux[b][u, i]) for b in ds.auxiliary]
@@ -247,8 +248,9 @@ def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny,
       in_table = i in set(np.asarray(w.conv_table_items[u])[np.asarray(w.conv_table_mask[u])])
       want = expected(u, i, flags) if (pairs == "auxiliary" and in_table) else plain[u, i]
       assert pair(u, i) == pytest.approx(want, rel=1e-4, abs=1e-5)
-  untouched = ~touched & ~target  # the evaluation masks training purchases
-  np.testing.assert_allclose(fused[untouched], plain[untouched], rtol=1e-5, atol=1e-6)
+  untouched = (~touched & ~target)[:checked]  # the evaluation masks training purchases
+  np.testing.assert_allclose(fused[:checked][untouched], plain[:checked][untouched], rtol=1e-5, atol=1e-6)
+  assert touched.any()
 
 
 @pytest.mark.parametrize("mode", ["all", "auxiliary", "none"])

@@ -8,7 +8,7 @@ import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.data.errors import ConfigError
-from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
+from hnt_jax.train.loop import Run, TrainingDiverged, train_and_evaluate
 from tests.conftest import REPO
 
 
@@ -89,10 +89,11 @@ def test_hnt_resume_restores_hesitation_sets_exactly(tmp_path):
   config.model.name = "hnt"
   config.model.hesitation.refresh_every = 2
   config.model.hesitation.threshold = 0.0  # every user gets a non-empty set, so L_hes is active
-  full = train_and_evaluate(config, str(tmp_path / "full"))
+  run = Run(config)  # shared by the three trainings: its jitted functions compile once
+  full = train_and_evaluate(config, str(tmp_path / "full"), run=run)
   with pytest.raises(Interrupt):
-    train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(3)])
-  resumed = train_and_evaluate(config, str(tmp_path / "cut"))
+    train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(3)], run=run)
+  resumed = train_and_evaluate(config, str(tmp_path / "cut"), run=run)
   assert resumed["test"] == full["test"] and resumed["valid_diagnostics"] == full["valid_diagnostics"]
   assert full["valid_diagnostics"]["hesitation_coverage"] > 0.9
 

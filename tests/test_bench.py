@@ -1,6 +1,8 @@
 """The benchmark suite: the JSON layout tools rely on, positive timings, and the propagation cross-check."""
 import json
 
+import pytest
+
 from hnt_jax import bench
 from hnt_jax.config import base_config
 
@@ -10,7 +12,8 @@ def test_bench_reports_every_field_for_each_model_and_propagation():
   config.data.synthetic.update(n_users=80, n_items=60)
   config.train.batch_size = 128
   config.model.embed_dim = 16
-  result = bench.bench(config, ["lightgcn", "heuristic"], repeats=1, epochs=1, scaling=[40], log=lambda s: None)
+  result = bench.bench(config, ["lightgcn", "heuristic"], repeats=1, epochs=1, scaling=[40, 80],
+                       log=lambda s: None)
   json.dumps(result)  # serializable as written to bench.json
   lg = result["models"]["lightgcn"]
   for key in ("compile_seconds", "step_ms", "epoch_seconds", "eval_seconds", "peak_rss_mb"):
@@ -20,8 +23,20 @@ def test_bench_reports_every_field_for_each_model_and_propagation():
   assert "step_ms" not in heuristic and heuristic["eval_seconds"] > 0
   prop = result["propagation"]
   assert prop["edges"] > 0 and all(prop[k] > 0 for k in ("scipy_ms", "bcoo_ms", "segment_sum_ms"))
-  (row,) = result["scaling"]
-  assert row["users"] == 40 and row["edges"] > 0 and row["epoch_seconds"] > 0
+  assert set(prop["per_behavior"]) == {"view", "cart", "buy"}
+  assert prop["edges"] == max(r["edges"] for r in prop["per_behavior"].values())
+  for r in prop["per_behavior"].values():
+    assert r["bcoo_vs_scipy"] == r["bcoo_ms"] / r["scipy_ms"]
+  rows = result["scaling"]
+  assert [r["users"] for r in rows] == [40, 80] and rows[1]["edges"] > rows[0]["edges"] > 0
+  assert all(r["epoch_seconds"] > 0 for r in rows)
+  assert isinstance(result["scaling_exponent"]["epoch_seconds"], float)
   assert result["device"]["platform"] == "cpu" and result["versions"]["jax"]
   table = bench.format_table(result)
-  assert "| lightgcn |" in table and "| heuristic |" in table and "SciPy host" in table
+  assert "| lightgcn |" in table and "| heuristic |" in table and "| view |" in table and "growth exponent" in table
+
+
+def test_growth_exponent_recovers_a_power_law():
+  rows = [{"edges": e, "t": 2.0 * e ** 1.5} for e in (100, 400, 1600)]
+  assert bench.growth_exponent(rows, "t") == pytest.approx(1.5)
+  assert bench.growth_exponent(rows[:1], "t") is None

@@ -205,3 +205,19 @@ def check_command_line(argv: Sequence[str]) -> None:
   spec, overrides = overrides_from_argv(argv)
   if spec:
     check_overrides(load_config_file(spec), overrides)
+
+
+# keys that describe one invocation, not the run: a run may resume with other values (other devices, a
+# time limit, no progress bar) and stays the same run
+INVOCATION_KEYS = ("train.progress", "train.time_limit_minutes", "mesh.data", "mesh.model", "mesh.distributed")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1} (a config as JSON, nested dicts only)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out

@@ -12,7 +12,6 @@ workers; "on"; "off"). With one device in total nothing here is used and runs ar
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Any, Optional
@@ -181,14 +180,11 @@ def sharded_matmul(shards: RowShards, x: jax.Array) -> jax.Array:
   return out[:shards.n] if padded != shards.n else out
 
 
-@functools.lru_cache(maxsize=None)
-def _describe(mesh: Mesh) -> str:
-  return " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
-
-
 def describe(mesh: Optional[Mesh]) -> str:
   """"data=4 x model=1" (or "single device")."""
-  return "single device" if mesh is None else _describe(mesh)
+  if mesh is None:
+    return "single device"
+  return " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
 
 
 def check_batch_size(mesh: Optional[Mesh], batch_size: int) -> None:

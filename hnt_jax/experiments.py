@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import ml_collections
 
 from hnt_jax.data.errors import ConfigError
-from hnt_jax.models import REGISTRY
+from hnt_jax.models import REGISTRY, get_model
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hnt_no_hes": ("hnt", {"model.use_hesitation": False}),
@@ -43,7 +43,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 PROTOCOLS = ("clean", "published")
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
 GROUP_METRICS = ("hr@10", "ndcg@10")
-UNTRAINED = ("heuristic",)
 
 
 def model_overrides(name: str) -> dict[str, Any]:
@@ -148,6 +147,11 @@ class Experiment:
 
   # --- running -----------------------------------------------------------------------------------------
 
+  def _trainable(self, model: str) -> bool:
+    """Models without parameters (the heuristic) run once, with no grid and no seeds."""
+    cfg = apply(self.base, model_overrides(model))
+    return get_model(cfg.model, 1, 1, len(str(cfg.data.behaviors).split(","))).trainable
+
   def _run(self, model: str, point: dict, seed: int) -> dict:
     workdir = os.path.join(self.root, model, point_tag(point), f"s{seed}")
     done = os.path.join(workdir, "results.json")
@@ -160,8 +164,8 @@ class Experiment:
 
   def _chosen_point(self, model: str, first_seed: int) -> tuple[dict, dict]:
     """(grid point, {tag: validation metric}) for `model`."""
-    if model in UNTRAINED or len(self.grid) == 1:
-      return ({} if model in UNTRAINED else self.grid[0]), {}
+    if not self._trainable(model) or len(self.grid) == 1:
+      return (self.grid[0] if self._trainable(model) else {}), {}
     if self.protocol == "published":
       return self._point_from_clean(model), {}
     select = self.config.train.select_metric
@@ -187,7 +191,7 @@ class Experiment:
     rows = {}
     for model in self.models:
       point, scores = self._chosen_point(model, first)
-      seeds = [first] if model in UNTRAINED else [first + s for s in range(self.seeds)]
+      seeds = [first + s for s in range(self.seeds)] if self._trainable(model) else [first]
       results = [self._run(model, point, seed) for seed in seeds]
       rows[model] = _summarize(results, point, scores)
     summary = self._summary(rows)

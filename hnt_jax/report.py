@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hnt_jax.config import INVOCATION_KEYS, flatten
+
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
 
 
@@ -41,24 +43,13 @@ def load_run(workdir: str) -> dict[str, Any]:
   return {"workdir": workdir, "results": results, "config": config, "history": history}
 
 
-# keys that describe an invocation, not a setting: runs that differ only in these are seeds of one setting
-INVOCATION_KEYS = ("seed", "train.progress", "train.time_limit_minutes", "data.dir", "data.cache_dir",
-                   "data.use_cache", "mesh.data", "mesh.model", "mesh.distributed")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
+# keys that do not make a setting: runs that differ only in these are seeds of one setting
+IGNORED_KEYS = INVOCATION_KEYS + ("seed", "data.dir", "data.cache_dir", "data.use_cache")
 
 
 def group_key(config: dict) -> str:
   """The config without the seed (and invocation-only keys): runs with equal keys are seeds of one setting."""
-  flat = {k: v for k, v in _flatten(config).items() if k not in INVOCATION_KEYS}
+  flat = {k: v for k, v in flatten(config).items() if k not in IGNORED_KEYS}
   return json.dumps(flat, sort_keys=True)
 
 

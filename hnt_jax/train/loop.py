@@ -25,6 +25,7 @@ import numpy as np
 from flax.core import DenyList
 
 from hnt_jax import distributed
+from hnt_jax.config import INVOCATION_KEYS, flatten
 from hnt_jax.data.dataset import Dataset
 from hnt_jax.data.errors import ConfigError
 from hnt_jax.evaluate import Evaluator, parse_ks
@@ -56,27 +57,17 @@ def _write_config(config, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    for d in (saved, current):  # keys of the invocation, not of the run (a run may resume elsewhere)
-      for key in ("progress", "time_limit_minutes"):
-        d.get("train", {}).pop(key, None)
-      d.pop("mesh", None)
-    if saved != current:
-      diff = sorted(_flat(saved).items() ^ _flat(current).items())
-      keys = sorted({k for k, _ in diff})
+    a, b = (flatten(d) for d in (saved, current))
+    keys = sorted(k for k in a.keys() | b.keys()
+                  if k not in INVOCATION_KEYS and a.get(k, _MISSING) != b.get(k, _MISSING))
+    if keys:
       raise ConfigError(f"workdir {workdir} holds a run with a different config (keys: {', '.join(keys)}); "
                         "use another --workdir to start a new run")
   with open(path, "w") as f:
-    json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+    json.dump(current, f, indent=2, sort_keys=True)
 
 
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = json.dumps(v)
-  return out
+_MISSING = object()
 
 
 def versions() -> dict[str, str]:
@@ -156,11 +147,10 @@ class Run:
   def train_step(self, state: TrainState, extra_loss: Optional[ExtraLoss] = None) -> Callable:
     """The jitted train step for `state`'s layout (built once per run and extra loss, so a Run reused for
     several trainings compiles it once)."""
-    key = (id(extra_loss), self.mesh is not None)
-    if key not in self._train_steps:
+    if extra_loss not in self._train_steps:
       shardings = jax.tree.map(lambda x: x.sharding, state) if self.mesh is not None else None
-      self._train_steps[key] = (make_train_step(self.model, shardings, extra_loss), extra_loss)
-    return self._train_steps[key][0]
+      self._train_steps[extra_loss] = make_train_step(self.model, shardings, extra_loss)
+    return self._train_steps[extra_loss]
 
   def place_state(self, state: TrainState) -> TrainState:
     """The train state laid out on the mesh (parameters and their optimizer moments sharded alike)."""

@@ -7,8 +7,9 @@ Prints a table and writes `bench.json`:
   {"device": ..., "versions": ..., "dataset": ...,
    "models": {"<model>": {"compile_seconds", "step_ms", "step_ms_spread", "epoch_seconds", "eval_seconds",
                           "peak_rss_mb", "peak_device_mb", "steps_per_epoch"}},
-   "propagation": {"scipy_ms", "bcoo_ms", "segment_sum_ms", "edges", "graph",
-                   "per_behavior": {"<behavior>": {... "bcoo_vs_scipy", "segment_sum_vs_scipy"}}},
+   "propagation": {"scipy_ms", "bcoo_ms", "segment_sum_ms", "host_ms", "edges", "graph",
+                   "per_behavior": {"<behavior>": {... "bcoo_vs_scipy", "segment_sum_vs_scipy",
+                                                    "host_vs_scipy"}}},
    "scaling": [{"users", "edges", "epoch_seconds", "eval_seconds"}, ...], "scaling_exponent": {...}}
 Times are medians over `repeats` runs after a warm-up; `*_spread` is max - min. Peak memory is the process's
 high-water mark when the model's measurements end (it only grows, so later models include earlier ones).
@@ -25,8 +26,10 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
+import scipy.sparse as sp
 
 from hnt_jax.graph import behavior_graph, build_graphs, propagate
+from hnt_jax.host import host_threads
 from hnt_jax.train.loop import Run, device_info, run_epoch, versions
 from hnt_jax.train.sampler import make_sampler, sample_epoch
 from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
@@ -105,24 +108,27 @@ def bench_model(run: Run, repeats: int, epochs: int) -> dict[str, float]:
 
 
 def _propagation_one(mat, n_nodes: int, repeats: int, dim: int) -> dict[str, float]:
-  """One layer over `mat`'s graph three ways (each checked against BCOO), with ratios to SciPy."""
+  """One layer over `mat`'s graph: SciPy's CSR product on the host (the fixed reference), and three
+  formulations of the project, each checked against it, with ratios to SciPy: the BCOO product, gather +
+  segment_sum, and the host product `train.propagation=host` uses (SciPy over row blocks in parallel)."""
   host, dev = behavior_graph(mat, "host"), behavior_graph(mat, "bcoo")
   x = jax.random.normal(jax.random.PRNGKey(0), (n_nodes, dim))
   rows, cols = dev.adj.indices[:, 0], dev.adj.indices[:, 1]
   weights = dev.adj.data
-  segment = jax.jit(lambda x: jax.ops.segment_sum(weights[:, None] * x[cols], rows, num_segments=n_nodes,
-                                                  indices_are_sorted=True))
-  scipy_fn = jax.jit(lambda x: propagate(host, x))
-  bcoo_fn = jax.jit(lambda x: propagate(dev, x))
-  ref = np.asarray(bcoo_fn(x))
-  for fn in (scipy_fn, segment):
+  csr = sp.csr_matrix((np.asarray(weights), (np.asarray(rows), np.asarray(cols))), shape=dev.adj.shape)
+  x_host = np.asarray(x)
+  ref = csr @ x_host
+  fns = {"bcoo": jax.jit(lambda x: propagate(dev, x)),
+         "segment_sum": jax.jit(lambda x: jax.ops.segment_sum(weights[:, None] * x[cols], rows,
+                                                             num_segments=n_nodes, indices_are_sorted=True)),
+         "host": jax.jit(lambda x: propagate(host, x))}
+  for fn in fns.values():
     np.testing.assert_allclose(np.asarray(fn(x)), ref, rtol=1e-4, atol=1e-5)
-  out = {"edges": int(dev.adj.nse),
-         "scipy_ms": 1e3 * _timed(lambda: scipy_fn(x), repeats)[0],
-         "bcoo_ms": 1e3 * _timed(lambda: bcoo_fn(x), repeats)[0],
-         "segment_sum_ms": 1e3 * _timed(lambda: segment(x), repeats)[0]}
-  out["bcoo_vs_scipy"] = out["bcoo_ms"] / out["scipy_ms"]
-  out["segment_sum_vs_scipy"] = out["segment_sum_ms"] / out["scipy_ms"]
+  out = {"edges": int(dev.adj.nse), "scipy_ms": 1e3 * _timed(lambda: csr @ x_host, repeats)[0]}
+  for name, fn in fns.items():
+    out[f"{name}_ms"] = 1e3 * _timed(lambda: fn(x), repeats)[0]
+    out[f"{name}_vs_scipy"] = out[f"{name}_ms"] / out["scipy_ms"]
+  out["host_threads"] = host_threads()
   return out
 
 
@@ -203,12 +209,13 @@ def format_table(result: dict) -> str:
                  f"{fmt(r.get('peak_rss_mb'), '.0f')} | {fmt(r.get('peak_device_mb'), '.0f')} |")
   p = result.get("propagation")
   if p:
-    lines += ["", "one propagation layer (d=64), each formulation checked against BCOO:", "",
-              "| graph | adjacency entries | SciPy ms | BCOO ms (x SciPy) | gather+segment_sum ms (x SciPy) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "one propagation layer (d=64), each formulation checked against SciPy:", "",
+              "| graph | adjacency entries | SciPy ms | BCOO ms (x SciPy) | gather+segment_sum ms (x SciPy) "
+              "| host blocks ms (x SciPy) |", "|---|---:|---:|---:|---:|---:|"]
     for b, r in p["per_behavior"].items():
       lines.append(f"| {b} | {r['edges']:,} | {r['scipy_ms']:.1f} | {r['bcoo_ms']:.1f} "
-                   f"({r['bcoo_vs_scipy']:.2f}) | {r['segment_sum_ms']:.1f} ({r['segment_sum_vs_scipy']:.2f}) |")
+                   f"({r['bcoo_vs_scipy']:.2f}) | {r['segment_sum_ms']:.1f} ({r['segment_sum_vs_scipy']:.2f}) "
+                   f"| {r['host_ms']:.1f} ({r['host_vs_scipy']:.2f}) |")
   if result.get("scaling"):
     lines += ["", "| synthetic users | training edges | s/epoch | eval s |", "|---|---|---|---|"]
     for r in result["scaling"]:

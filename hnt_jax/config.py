@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   model.conv_batch = 1024  # converting and weak-signal pairs sampled per step (each)
   model.conv_stop_gradient = True  # conversion features use embeddings under stop_gradient
   model.conv_embeddings = "all"  # embedding products in x_ui: "all" | "auxiliary" (no z_u ⊙ z_i) | "none"
+  # Training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
+  # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge.
+  model.gate_edge_budget = 0.5
   hes = model.hesitation = ml_collections.ConfigDict()
   hes.refresh_every = 5  # epochs between hesitation-set refreshes
   hes.threshold = 0.6  # τ_h

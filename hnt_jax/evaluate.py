@@ -44,17 +44,32 @@ def rank_metrics(scores: jax.Array, gt_items: jax.Array, gt_mask: jax.Array, ks:
   scores: [B, N], masked candidates at -inf. gt_items / gt_mask: [B, G] held-out items and which are real.
   Returns arrays of shape [B] per metric name, and "weight" (1 for users with at least one item).
   """
-  s_g = jnp.take_along_axis(scores, gt_items, axis=1)  # [B, G]
-  # Position of each held-out item, ties against it: other candidates with score >= its score, except the
-  # other held-out items, which occupy one consecutive block in a fixed order.
-  ge_all = jnp.sum(scores[:, None, :] >= s_g[:, :, None], axis=-1)  # includes itself
-  valid_h = gt_mask[:, None, :]
+  s_g, ge_all = _scores_at_and_counts(scores, gt_items)
+  return _metrics(_gt_positions(ge_all, s_g, gt_mask, gt_mask), gt_mask, ks)
+
+
+def _scores_at_and_counts(scores: jax.Array, gt_items: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Each held-out item's score [B, G], and how many candidates score at least as high (itself included)."""
+  s_g = jnp.take_along_axis(scores, gt_items, axis=1)
+  return s_g, jnp.sum(scores[:, None, :] >= s_g[:, :, None], axis=-1)
+
+
+def _gt_positions(ge_all: jax.Array, s_g: jax.Array, ranked: jax.Array, keep: jax.Array) -> jax.Array:
+  """0-based positions of the held-out items of a group among the candidates, ties against them.
+
+  `ge_all` counts candidates scoring at least as high, including the held-out items in `ranked`; the
+  held-out items of the group (`keep`) occupy one consecutive block in a fixed order, those outside it
+  leave the ranking. So: the other candidates at least as high, plus the group's items ranked before."""
   s_h, s_gg = s_g[:, None, :], s_g[:, :, None]
-  gt_ge = jnp.sum(valid_h & (s_h >= s_gg), axis=-1)
-  gt_gt = jnp.sum(valid_h & (s_h > s_gg), axis=-1)
-  g_idx = jnp.arange(gt_items.shape[1])
-  tie_before = jnp.sum(valid_h & (s_h == s_gg) & (g_idx[None, None, :] < g_idx[None, :, None]), axis=-1)
-  pos = ge_all - gt_ge + gt_gt + tie_before  # 0-based
+  ranked_ge = jnp.sum(ranked[:, None, :] & (s_h >= s_gg), axis=-1)
+  keep_h = keep[:, None, :]
+  gt_gt = jnp.sum(keep_h & (s_h > s_gg), axis=-1)
+  g_idx = jnp.arange(s_g.shape[1])
+  tie_before = jnp.sum(keep_h & (s_h == s_gg) & (g_idx[None, None, :] < g_idx[None, :, None]), axis=-1)
+  return ge_all - ranked_ge + gt_gt + tie_before
+
+
+def _metrics(pos: jax.Array, gt_mask: jax.Array, ks: Sequence[int]) -> dict[str, jax.Array]:
   n_gt = gt_mask.sum(axis=1)
   out = {"weight": (n_gt > 0).astype(jnp.float32)}
   for k in ks:
@@ -159,16 +174,18 @@ class Evaluator:
       if sampled:
         allowed = jnp.zeros(scores.shape, bool).at[rows, negatives].set(True)
         allowed = allowed.at[rows, gt_items].max(gt_mask)
-      else:
-        allowed = exclude.dense(users, jnp.float32) == 0
-      obs = (observed.dense(users, jnp.float32) > 0)
-      gt_obs = jnp.take_along_axis(obs, gt_items, axis=1) & gt_mask
+        scores = jnp.where(allowed, scores, -jnp.inf)
+      else:  # the excluded items leave the ranking (held-out items are never excluded)
+        ex_items, ex_mask = exclude.padded(users)
+        scores = scores.at[rows, jnp.where(ex_mask, ex_items, self.n_items)].set(-jnp.inf, mode="drop")
+      obs_items, obs_mask = observed.padded(users)
+      gt_obs = jnp.any((gt_items[:, :, None] == obs_items[:, None, :]) & obs_mask[:, None, :], axis=-1)
+      gt_obs = gt_obs & gt_mask
+      # one pass over the candidates for every group: groups differ only in their held-out items
+      s_g, ge_all = _scores_at_and_counts(scores, gt_items)
       out = {}
       for group, keep in (("all", gt_mask), ("observed", gt_obs), ("unobserved", gt_mask & ~gt_obs)):
-        # held-out items outside the group leave the ranking
-        dropped = jnp.zeros(scores.shape, bool).at[rows, gt_items].max(gt_mask & ~keep)
-        masked = jnp.where(allowed & ~dropped, scores, -jnp.inf)
-        metrics = rank_metrics(masked, gt_items, keep, ks)
+        metrics = _metrics(_gt_positions(ge_all, s_g, gt_mask, keep), keep, ks)
         weight = metrics.pop("weight")
         out[group] = {name: jnp.sum(value * weight) for name, value in metrics.items()}
         out[group]["weight"] = jnp.sum(weight)

@@ -14,8 +14,6 @@ Everything here is host NumPy turned into device arrays once; models only read i
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 from typing import Optional
 
 import flax.struct
@@ -27,6 +25,7 @@ from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh
 
 from hnt_jax.data.dataset import Dataset
+from hnt_jax import host
 from hnt_jax.distributed import RowShards, row_shards, sharded_matmul
 
 
@@ -80,6 +79,8 @@ class BehaviorGraph:
   rows: UserRows  # the same matrix, read by batches of users
   # >= 0: `propagate` multiplies by a host (SciPy CSR) copy of `adj`, the fastest formulation on CPU
   host_key: int = flax.struct.field(pytree_node=False, default=-1)
+  # >= 0: products with per-edge values over (users, items) run on the host too (`hnt_jax.host`)
+  edges_key: int = flax.struct.field(pytree_node=False, default=-1)
   shards: Optional[RowShards] = None  # on a device mesh: `adj` split by rows over `data`
 
   @property
@@ -185,9 +186,14 @@ def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[M
     shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
     return BehaviorGraph(adj=None, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
                          rows=user_rows(mat), shards=shards)
-  key = _register_host_matrix(adj) if _use_host(propagation) else -1
+  key = edges_key = -1
+  if _use_host(propagation):
+    idx = np.asarray(adj.indices)
+    key = host.register_matrix(np.asarray(adj.data), idx[:, 0], idx[:, 1], adj.shape)
+    pairs = np.asarray(inc.indices)
+    edges_key = host.register_edges(pairs[:, 0], pairs[:, 1], *inc.shape)
   return BehaviorGraph(adj=adj, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
-                       rows=user_rows(mat), host_key=key)
+                       rows=user_rows(mat), host_key=key, edges_key=edges_key)
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -276,43 +282,5 @@ def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
   if graph.shards is not None:
     return sharded_matmul(graph.shards, x)
   if graph.host_key >= 0:
-    return host_symmetric_matmul(graph.host_key, x)
+    return host.symmetric_matmul(graph.host_key, x)
   return graph.adj @ x
-
-
-# --- host (SciPy) propagation for the CPU backend ----------------------------------------------------
-
-_HOST_MATRICES: dict[int, sp.csr_matrix] = {}
-
-
-def _register_host_matrix(adj: jsparse.BCOO) -> int:
-  """Keeps a SciPy CSR copy of `adj`; identical adjacencies share one entry (keyed by content)."""
-  data, idx = np.asarray(adj.data), np.asarray(adj.indices)
-  digest = hashlib.sha1(data.tobytes() + idx.tobytes() + str(adj.shape).encode()).digest()
-  key = int.from_bytes(digest[:7], "little")
-  if key not in _HOST_MATRICES:
-    _HOST_MATRICES[key] = sp.csr_matrix((data, (idx[:, 0], idx[:, 1])), shape=adj.shape)
-  return key
-
-
-def _host_matmul(key: int, x: jax.Array) -> jax.Array:
-  def multiply(x_host):
-    return np.asarray(_HOST_MATRICES[key] @ np.asarray(x_host), dtype=x_host.dtype)
-  return jax.pure_callback(multiply, jax.ShapeDtypeStruct(x.shape, x.dtype), x, vmap_method="sequential")
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def host_symmetric_matmul(key: int, x: jax.Array) -> jax.Array:
-  """Â · x with a host CSR copy of a symmetric Â; the gradient is Âᵀ · g = Â · g, also on the host."""
-  return _host_matmul(key, x)
-
-
-def _host_fwd(key, x):
-  return _host_matmul(key, x), None
-
-
-def _host_bwd(key, _, g):
-  return (_host_matmul(key, g),)
-
-
-host_symmetric_matmul.defvjp(_host_fwd, _host_bwd)

@@ -45,7 +45,7 @@ def weighted_graph(graph: BehaviorGraph, weights: jax.Array, entry_edge: jax.Arr
                      indices_sorted=True, unique_indices=True)
   incidence = jsparse.BCOO((graph.incidence.data * weights, graph.incidence.indices),
                            shape=graph.incidence.shape, indices_sorted=True, unique_indices=True)
-  return graph.replace(adj=adj, incidence=incidence, host_key=-1)
+  return graph.replace(adj=adj, incidence=incidence, host_key=-1, edges_key=-1)
 
 
 def edge_influence(loss_fn: Callable[[Graphs], jax.Array], graphs: Graphs, behavior: str) -> jax.Array:

@@ -33,6 +33,7 @@ def _hnt(cfg, n_users, n_items, n_behaviors):
              conv_embeddings=cfg.conv_embeddings, hes_refresh_every=h.refresh_every,
              hes_threshold=h.threshold, hes_size=h.size, hes_beta=h.beta, score_fusion=h.score_fusion,
              fusion_pairs=h.fusion_pairs, fusion_value=h.fusion_value,
+             gate_edge_budget=cfg.gate_edge_budget,
              **_embedding_kwargs(cfg))
 
 

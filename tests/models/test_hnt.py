@@ -13,7 +13,8 @@ from hnt_jax.graph import behavior_graph, build_graphs
 from hnt_jax.models import get_model
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
-from hnt_jax.models.hnt.transfer import edge_gates, gated_mean, info_nce, normalize
+from hnt_jax.models.hnt.transfer import (active_edges, active_gated_mean, edge_capacity, edge_gates, gated_mean,
+                                        info_nce, normalize)
 from tests.test_graph import dense_normalized
 
 
@@ -43,6 +44,62 @@ def test_gates_and_gated_mean_equal_loops():
       assert gates[e] == pytest.approx(want, rel=1e-5)
       num, den, e = num + want * emb[j], den + want, e + 1
     np.testing.assert_allclose(h[u], num / den if den else np.zeros(3), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("capacity", [12, 4])  # the active users' 11 edges fit / do not fit
+def test_active_gated_mean_equals_loop_for_active_users(capacity):
+  rng = np.random.default_rng(3)
+  dense = (rng.random((8, 9)) < 0.45).astype(np.float32)
+  dense[2] = 0  # an active user without edges
+  g = behavior_graph(sp.csr_matrix(dense))
+  active = np.zeros(8, bool)
+  active[[0, 2, 5, 7]] = True
+  phi = normalize(jnp.asarray(rng.normal(size=(9, 4)), jnp.float32))
+  proto = normalize(jnp.asarray(rng.normal(size=(8, 4)), jnp.float32))
+  emb = rng.normal(size=(9, 3)).astype(np.float32)
+  idx, valid, count = active_edges(g, jnp.asarray(active), capacity)
+  assert int(count) == int(dense[active].sum()) == 11
+  np.testing.assert_array_equal(np.asarray(idx)[np.asarray(valid)][:capacity],
+                                np.flatnonzero(active[np.asarray(g.users)])[:capacity])
+  h = np.asarray(active_gated_mean(g, jnp.asarray(active), capacity, phi, proto, 0.1, 0.2, jnp.asarray(emb), 8))
+  phi, proto = np.asarray(phi), np.asarray(proto)
+  for u in np.flatnonzero(active):
+    w = np.array([1 / (1 + np.exp(-((phi[j] @ proto[u]) - 0.1) / 0.2)) for j in np.flatnonzero(dense[u])])
+    want = (w[:, None] * emb[np.flatnonzero(dense[u])]).sum(0) / w.sum() if w.size else np.zeros(3)
+    np.testing.assert_allclose(h[u], want, rtol=1e-5, atol=1e-6)
+  assert edge_capacity(100, 0.35) == 35 and edge_capacity(100, 0.0) == 0 and edge_capacity(100, 1.0) == 0
+
+
+def test_training_loss_on_active_edges_and_on_the_host_equals_every_edge(tiny):
+  """The loss and every gradient are the same whether a step gates only its users' edges (budget 0.9: they
+  fit) or all edges (budget 0: off; 0.02: they overflow the buffer and the step falls back), with XLA's
+  products, and with the host products of the CPU backend (`tiny` is built with propagation "auto")."""
+  cfg, ds, host_graphs = tiny
+  xla_graphs = build_graphs(ds, max_candidates=6, propagation="bcoo")
+  results = []
+  for b, graphs in ((0.0, xla_graphs), (0.9, xla_graphs), (0.02, xla_graphs), (0.5, host_graphs)):
+    cfg.model.update(gate_edge_budget=b, conv_embeddings="auxiliary")  # only the batch's users are active
+    cfg.model.hesitation.score_fusion = True
+    model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                           dummy_batch(), method=model.loss)
+    batch = dummy_batch(b=6, seed=4)
+
+    def loss_fn(params, model=model, variables=variables, batch=batch):
+      return model.apply({**variables, "params": params}, graphs, batch, method=model.loss,
+                         rngs={"sample": jax.random.PRNGKey(2)})[0]
+
+    results.append(jax.jit(jax.value_and_grad(loss_fn))(variables["params"]))
+  cfg.model.update(gate_edge_budget=0.5, conv_embeddings="all")
+  cfg.model.hesitation.score_fusion = False
+  users = np.unique(np.asarray(dummy_batch(b=6, seed=4)["users"]))
+  assert all(g.edges_key >= 0 for g in host_graphs.per_behavior)
+  for g in xla_graphs.per_behavior[:-1]:  # both branches really happen
+    n_active = np.isin(np.asarray(g.users), users).sum()
+    assert n_active <= edge_capacity(g.n_edges, 0.9) and n_active > edge_capacity(g.n_edges, 0.02) > 0
+  for loss, grads in results[1:]:
+    assert float(loss) == pytest.approx(float(results[0][0]), rel=1e-6)
+    chex.assert_trees_all_close(grads, results[0][1], rtol=1e-5, atol=1e-7)
 
 
 def test_prototypes_equal_loop(tiny):
@@ -155,7 +212,7 @@ def grads_of(model, variables, graphs, batch):
   def loss_fn(p):
     return model.apply({**variables, "params": p}, graphs, batch, method=model.loss,
                        rngs={"sample": jax.random.PRNGKey(3)})[0]
-  return jax.grad(loss_fn)(variables["params"])
+  return jax.jit(jax.grad(loss_fn))(variables["params"])
 
 
 def nonzero_groups(grads):

@@ -9,7 +9,7 @@ checkpoints with the parameters.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import flax.struct
@@ -63,6 +63,7 @@ class HNT(Recommender):
   score_fusion: bool = False
   fusion_pairs: str = "weak"  # "weak" | "auxiliary"
   fusion_value: str = "logit"  # "logit" | "probability"
+  gate_edge_budget: float = 0.0  # training: gate only the step's users' edges, in this share of the edges
 
   @property
   def n_aux(self) -> int:
@@ -101,7 +102,9 @@ class HNT(Recommender):
 
   # --- representations -------------------------------------------------------------------------------
 
-  def embed(self, graphs) -> HNTEmbeddings:
+  def embed(self, graphs, active: Optional[jax.Array] = None) -> HNTEmbeddings:
+    """All representations. With `active` (bool [M]), `users` rows are exact only for the active users
+    and no gates are returned (the training loss reads only its own users; `NegativeTransfer`)."""
     ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
     outs = encode_behaviors(graphs.per_behavior, ego, self.n_layers, self.encoder, self.residual)
     m = self.n_users
@@ -109,7 +112,7 @@ class HNT(Recommender):
     aux = outs[:-1]
     if self.n_aux:
       z, gates, _ = self.transfer(graphs.per_behavior[:-1], graphs.target, user_t, item_t,
-                                  [o[m:] for o in aux])
+                                  [o[m:] for o in aux], active=active, edge_budget=self.gate_edge_budget)
       beh_users = jnp.stack([o[:m] for o in aux])
       beh_items = jnp.stack([o[m:] for o in aux])
     else:
@@ -178,8 +181,9 @@ class HNT(Recommender):
   # --- objective ---------------------------------------------------------------------------------------
 
   def loss(self, graphs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    emb = self.embed(graphs)
     users, pos, neg = batch["users"], batch["pos"], batch["neg"]
+    conv_pairs = self._conversion_pairs(graphs) if self.hesitation_on else None
+    emb = self.embed(graphs, self._active_users(users, conv_pairs))
     y_pos = self.pair_scores(graphs, emb, users, pos)
     y_neg = self.pair_scores(graphs, emb, users, neg)
     bpr = -jnp.mean(jax.nn.log_sigmoid(y_pos - y_neg))
@@ -193,7 +197,7 @@ class HNT(Recommender):
       sim = self._similarity_loss(graphs, emb, users, pos)
       total, metrics["sim"] = total + self.lambda_sim * sim, sim
     if self.hesitation_on:
-      conv = self._conversion_loss(graphs, emb)
+      conv = self._conversion_loss(graphs, emb, conv_pairs)
       total, metrics["conv"] = total + self.lambda_conv * conv, conv
       if self.lambda_hes:
         hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg)
@@ -218,8 +222,18 @@ class HNT(Recommender):
     b = pos.shape[0]
     return info_nce(phi[:b], phi[b:], valid, self.sim_temperature)
 
-  def _conversion_loss(self, graphs, emb: HNTEmbeddings) -> jax.Array:
-    """L_conv: binary cross-entropy, converting pairs label 1, weak-signal pairs label 0."""
+  def _active_users(self, users, conv_pairs) -> Optional[jax.Array]:
+    """Users whose z the loss reads (the batch's, and the conversion pairs' when x_ui holds z_u ⊙ z_i), as a
+    mask [M]; None when negative transfer is computed on every edge anyway."""
+    if not (self.gate_edge_budget and self.n_aux and self.use_negative_transfer):
+      return None
+    active = jnp.zeros((self.n_users,), bool).at[users].set(True)
+    if conv_pairs is not None and self.conv_embeddings == "all":
+      active = active.at[conv_pairs[0]].set(True)
+    return active
+
+  def _conversion_pairs(self, graphs):
+    """conv_batch converting and conv_batch weak-signal pairs: (users, items, aux flags, labels)."""
     weak = graphs.weak
     key_c, key_w = jax.random.split(self.make_rng("sample"))
     c = jax.random.randint(key_c, (self.conv_batch,), 0, weak.conv_users.shape[0])
@@ -228,6 +242,11 @@ class HNT(Recommender):
     items = jnp.concatenate([weak.conv_items[c], weak.weak_items[w]])
     flags = jnp.concatenate([weak.conv_aux[c], weak.weak_aux[w]])
     labels = jnp.concatenate([jnp.ones(self.conv_batch), jnp.zeros(self.conv_batch)])
+    return users, items, flags, labels
+
+  def _conversion_loss(self, graphs, emb: HNTEmbeddings, pairs) -> jax.Array:
+    """L_conv: binary cross-entropy, converting pairs label 1, weak-signal pairs label 0."""
+    users, items, flags, labels = pairs
     logits = self.conversion_logits(graphs, emb, users, items, flags)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
 

@@ -1,0 +1,272 @@
+"""Sparse products on the host (SciPy / NumPy) for the CPU backend, called from jitted code.
+
+On the CPU backend XLA's gathers and scatters are several times slower than SciPy's CSR products and than a
+cache-sized, chunked NumPy row gather; `train.propagation=auto` (CPU) or `host` routes the graph work here:
+
+* `symmetric_matmul(key, x)`: Â · x for a registered symmetric adjacency (LightGCN propagation); its
+  gradient is Â · g.
+* `edge_matmul(key, x, mean)`: R · x (or D⁻¹ R · x, the mean over each user's items) for a registered
+  user-item edge set R; the gradient is Rᵀ · g.
+* `gated_mean(key, phi, protos, emb, delta, temperature)`: negative transfer's gated view for every user,
+  h_u = Σ_j g_uj e_j / Σ_j g_uj with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ), and the gates; the gradient reaches
+  φ, π, e and δ (two sampled dense-dense products and four sparse products).
+
+Every product splits its rows into blocks of about equal entries that run on `host_threads()` threads
+(SciPy's product and NumPy's gathers release the GIL). Matrices are registered once, keyed by their content,
+and the key is a static field of the graph, so jitted functions see only arrays and an int.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+_MIN_SPLIT_ENTRIES = 1 << 18  # smaller matrices are multiplied in one piece (threads cost more than they save)
+_CHUNK = 8192  # edges per gathered chunk: two [chunk, 64] float32 blocks stay in the L2 cache
+_REGISTRY: dict[int, "HostMatrix | HostEdges"] = {}
+
+
+def host_threads() -> int:
+  """Threads for host products: the CPUs this process may use."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # not on Linux
+    return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="hnt_jax-host")
+
+
+def _row_blocks(indptr: np.ndarray, blocks: int) -> list[tuple[int, int]]:
+  """Row ranges [lo, hi) with about equal numbers of entries."""
+  n_rows, nnz = indptr.shape[0] - 1, int(indptr[-1])
+  if nnz < _MIN_SPLIT_ENTRIES:
+    blocks = 1
+  cuts = np.searchsorted(indptr, np.linspace(0, nnz, blocks + 1)[1:-1])
+  bounds = np.unique(np.concatenate([[0], cuts, [n_rows]]))
+  return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _parallel(fn, n: int) -> list:
+  if n == 1:
+    return [fn(0)]
+  return list(_pool(n).map(fn, range(n)))
+
+
+def _register(key_bytes: bytes, build) -> int:
+  key = int.from_bytes(hashlib.sha1(key_bytes).digest()[:7], "little")
+  if key not in _REGISTRY:
+    _REGISTRY[key] = build()
+  return key
+
+
+class HostMatrix:
+  """A CSR matrix multiplied by row blocks in parallel."""
+
+  def __init__(self, csr: sp.csr_matrix):
+    self.shape = csr.shape
+    self.rows = _row_blocks(csr.indptr, host_threads())
+    self.blocks = [csr[lo:hi] for lo, hi in self.rows]
+
+  def __matmul__(self, x: np.ndarray) -> np.ndarray:
+    out = np.empty((self.shape[0],) + x.shape[1:], x.dtype)
+
+    def multiply(k):
+      lo, hi = self.rows[k]
+      out[lo:hi] = self.blocks[k] @ x
+
+    _parallel(multiply, len(self.blocks))
+    return out
+
+
+def register_matrix(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape) -> int:
+  """Registers a sparse matrix given as COO entries; identical matrices share one entry."""
+  data, rows, cols = (np.ascontiguousarray(a) for a in (data, rows, cols))
+  return _register(b"m" + data.tobytes() + rows.tobytes() + cols.tobytes() + str(shape).encode(),
+                   lambda: HostMatrix(sp.csr_matrix((data, (rows, cols)), shape=shape)))
+
+
+class HostEdges:
+  """A user-item edge set in CSR order (users sorted), for products with per-edge values."""
+
+  def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):
+    self.shape = (n_users, n_items)
+    self.users = users.astype(np.int64)
+    self.items = items.astype(np.int64)
+    self.indices = items.astype(np.int32)
+    self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.users, minlength=n_users))]).astype(np.int64)
+    self.rows = _row_blocks(self.indptr, host_threads())
+    self.spans = [(int(self.indptr[lo]), int(self.indptr[hi])) for lo, hi in self.rows]
+    degree = np.diff(self.indptr).astype(np.float32)
+    self.inv_degree = np.repeat(1.0 / np.maximum(degree, 1.0), np.diff(self.indptr)).astype(np.float32)
+
+  def _block(self, k: int, data: np.ndarray) -> sp.csr_matrix:
+    (lo, hi), (elo, ehi) = self.rows[k], self.spans[k]
+    return sp.csr_matrix((data[elo:ehi], self.indices[elo:ehi], self.indptr[lo:hi + 1] - elo),
+                         shape=(hi - lo, self.shape[1]))
+
+  def matmul(self, data: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """R · x with R's entries `data` (per edge): [n_users, d]."""
+    out = np.empty((self.shape[0], x.shape[1]), np.float32)
+
+    def multiply(k):
+      lo, hi = self.rows[k]
+      out[lo:hi] = self._block(k, data) @ x
+
+    _parallel(multiply, len(self.rows))
+    return out
+
+  def rmatmul(self, data: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Rᵀ · y with R's entries `data`: [n_items, d] (each block's share, summed)."""
+    def multiply(k):
+      lo, hi = self.rows[k]
+      return self._block(k, data).T @ y[lo:hi]
+
+    parts = _parallel(multiply, len(self.rows))
+    return np.asarray(functools.reduce(np.add, parts), np.float32)
+
+  def sddmm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """⟨a[user], b[item]⟩ for every edge: [E] (rows gathered in cache-sized chunks)."""
+    out = np.empty(self.users.shape[0], np.float32)
+
+    def dots(k):
+      elo, ehi = self.spans[k]
+      for s in range(elo, ehi, _CHUNK):
+        e = min(s + _CHUNK, ehi)
+        out[s:e] = np.einsum("ij,ij->i", a.take(self.users[s:e], axis=0), b.take(self.items[s:e], axis=0))
+
+    _parallel(dots, len(self.rows))
+    return out
+
+  def row_sums(self, data: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(np.concatenate([data, [0.0]]), self.indptr[:-1])[:self.shape[0]] * (
+        np.diff(self.indptr) > 0)
+
+
+def register_edges(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> int:
+  """Registers a user-item edge set (sorted by user, as a graph's CSR order)."""
+  users, items = np.ascontiguousarray(users), np.ascontiguousarray(items)
+  return _register(b"e" + users.tobytes() + items.tobytes() + str((n_users, n_items)).encode(),
+                   lambda: HostEdges(users, items, n_users, n_items))
+
+
+def _callback(fn, shapes, *args):
+  return jax.pure_callback(fn, shapes, *args, vmap_method="sequential")
+
+
+def _f32(x) -> np.ndarray:
+  return np.asarray(x, np.float32)
+
+
+# --- Â · x, Â symmetric -----------------------------------------------------------------------------------
+
+def _matrix_product(key: int, x: jax.Array) -> jax.Array:
+  return _callback(lambda x: (_REGISTRY[key] @ _f32(x)).astype(x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
+                   x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def symmetric_matmul(key: int, x: jax.Array) -> jax.Array:
+  """Â · x for a registered symmetric Â; the gradient is Âᵀ · g = Â · g, also on the host."""
+  return _matrix_product(key, x)
+
+
+symmetric_matmul.defvjp(lambda key, x: (_matrix_product(key, x), None),
+                        lambda key, _, g: (_matrix_product(key, g),))
+
+
+# --- R · x and D⁻¹ R · x ------------------------------------------------------------------------------
+
+def _edge_data(edges: HostEdges, mean: bool) -> np.ndarray:
+  return edges.inv_degree if mean else np.ones_like(edges.inv_degree)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 2))
+def edge_matmul(key: int, x: jax.Array, mean: bool = False) -> jax.Array:
+  """R · x ([n_users, d]) for a registered edge set; with `mean`, each row divided by its degree."""
+  return _edge_matmul_fwd(key, x, mean)[0]
+
+
+def _edge_matmul_fwd(key, x, mean):
+  edges = _REGISTRY[key]
+  shape = jax.ShapeDtypeStruct((edges.shape[0], x.shape[1]), jnp.float32)
+  return _callback(lambda x: edges.matmul(_edge_data(edges, mean), _f32(x)), shape, x), None
+
+
+def _edge_matmul_bwd(key, mean, _, g):
+  edges = _REGISTRY[key]
+  shape = jax.ShapeDtypeStruct((edges.shape[1], g.shape[1]), jnp.float32)
+  return (_callback(lambda g: edges.rmatmul(_edge_data(edges, mean), _f32(g)), shape, g),)
+
+
+edge_matmul.defvjp(_edge_matmul_fwd, _edge_matmul_bwd)
+
+
+# --- negative transfer's gated view ---------------------------------------------------------------------
+
+_EPS = 1e-8  # the same floor as the XLA formulation's Σ_j g_uj
+
+
+def _gated_forward(edges: HostEdges, phi, protos, emb, delta, temperature):
+  s = edges.sddmm(protos, phi)
+  gates = (1.0 / (1.0 + np.exp(-(s - delta) / temperature))).astype(np.float32)
+  total = edges.matmul(gates, emb)
+  norm = edges.row_sums(gates).astype(np.float32)
+  h = total / np.maximum(norm, _EPS)[:, None]
+  return h.astype(np.float32), gates, norm
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
+def gated_mean(key: int, phi: jax.Array, protos: jax.Array, emb: jax.Array, delta: jax.Array,
+               temperature: float) -> tuple[jax.Array, jax.Array]:
+  """(h [n_users, d], gates [E]) of a registered edge set; see the module docstring."""
+  return _gated_fwd(key, phi, protos, emb, delta, temperature)[0]
+
+
+def _gated_fwd(key, phi, protos, emb, delta, temperature):
+  edges = _REGISTRY[key]
+  m, e = edges.shape[0], edges.users.shape[0]
+  shapes = (jax.ShapeDtypeStruct((m, emb.shape[1]), jnp.float32), jax.ShapeDtypeStruct((e,), jnp.float32),
+            jax.ShapeDtypeStruct((m,), jnp.float32))
+
+  def forward(phi, protos, emb, delta):
+    return _gated_forward(edges, _f32(phi), _f32(protos), _f32(emb), float(delta), temperature)
+
+  h, gates, norm = _callback(forward, shapes, phi, protos, emb, delta)
+  return (h, gates), (phi, protos, emb, h, gates, norm)
+
+
+def _gated_bwd(key, temperature, residuals, cotangents):
+  edges = _REGISTRY[key]
+  phi, protos, emb, h, gates, norm = residuals
+  dh, dgates = cotangents
+  shapes = (jax.ShapeDtypeStruct(phi.shape, jnp.float32), jax.ShapeDtypeStruct(protos.shape, jnp.float32),
+            jax.ShapeDtypeStruct(emb.shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.float32))
+
+  def backward(phi, protos, emb, h, gates, norm, dh, dgates):
+    phi, protos, emb, h, gates, norm, dh, dgates = (_f32(x) for x in (phi, protos, emb, h, gates, norm, dh,
+                                                                     dgates))
+    floor = np.maximum(norm, _EPS)
+    d_total = dh / floor[:, None]
+    d_norm = np.where(norm > _EPS, -np.einsum("ud,ud->u", dh, h) / floor, 0.0).astype(np.float32)
+    d_gates = edges.sddmm(d_total, emb) + np.repeat(d_norm, np.diff(edges.indptr)) + dgates
+    d_emb = edges.rmatmul(gates, d_total)
+    d_s = (d_gates * gates * (1.0 - gates) / temperature).astype(np.float32)
+    d_phi = edges.rmatmul(d_s, protos)
+    d_protos = edges.matmul(d_s, phi)
+    return d_phi, d_protos, d_emb, np.float32(-d_s.sum())
+
+  d_phi, d_protos, d_emb, d_delta = _callback(backward, shapes, phi, protos, emb, h, gates, norm, dh, dgates)
+  return d_phi, d_protos, d_emb, d_delta.astype(jnp.result_type(residuals[0]))
+
+
+gated_mean.defvjp(_gated_fwd, _gated_bwd)

@@ -1,0 +1,93 @@
+"""Host (SciPy / NumPy) products used on the CPU backend equal the XLA formulations and a dense NumPy
+reference, gradients included, on one row block and on several blocks run in parallel threads."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hnt_jax import host
+from hnt_jax.graph import behavior_graph
+from hnt_jax.models.hnt.transfer import edge_gates, gated_mean, normalize
+
+
+@pytest.fixture(params=[False, True], ids=["one-block", "threaded-blocks"])
+def blocks(request, monkeypatch):
+  """Whether the host products split rows into blocks run in parallel (as on large graphs)."""
+  if request.param:
+    monkeypatch.setattr(host, "_MIN_SPLIT_ENTRIES", 16)
+    monkeypatch.setattr(host, "host_threads", lambda: 3)
+  return request.param
+
+
+def random_graph(seed, m, n, density):
+  rng = np.random.default_rng(seed)
+  dense = (rng.random((m, n)) < density).astype(np.float32)
+  dense[1] = 0  # a user without edges
+  return rng, dense, behavior_graph(sp.csr_matrix(dense), "host")
+
+
+@pytest.mark.parametrize("seed,m,n,density", [(0, 9, 7, 0.4), (1, 40, 30, 0.3)])
+def test_gated_mean_and_gradients_equal_xla(blocks, seed, m, n, density):
+  rng, dense, g = random_graph(seed + 10 * blocks, m, n, density)
+  assert g.edges_key >= 0 and len(host._REGISTRY[g.edges_key].rows) == (3 if blocks else 1)
+  d = 5
+  phi = normalize(jnp.asarray(rng.normal(size=(n, d)), jnp.float32))
+  protos = normalize(jnp.asarray(rng.normal(size=(m, d)), jnp.float32))
+  emb = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+  delta = jnp.float32(0.1)
+  c_h = jnp.asarray(rng.normal(size=(m, d)), jnp.float32)
+  c_g = jnp.asarray(rng.normal(size=(g.n_edges,)), jnp.float32)
+
+  def on_host(phi, protos, emb, delta):
+    h, gates = host.gated_mean(g.edges_key, phi, protos, emb, delta, 0.2)
+    return jnp.sum(h * c_h) + jnp.sum(gates * c_g), (h, gates)
+
+  def in_xla(phi, protos, emb, delta):
+    gates = edge_gates(g, phi, protos, delta, 0.2)
+    h = gated_mean(g, gates, emb, m)
+    return jnp.sum(h * c_h) + jnp.sum(gates * c_g), (h, gates)
+
+  (v1, out1), g1 = jax.jit(jax.value_and_grad(on_host, argnums=(0, 1, 2, 3), has_aux=True))(phi, protos, emb, delta)
+  (v2, out2), g2 = jax.jit(jax.value_and_grad(in_xla, argnums=(0, 1, 2, 3), has_aux=True))(phi, protos, emb, delta)
+  for a, b in zip(out1 + g1, out2 + g2):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+  assert float(v1) == pytest.approx(float(v2), rel=1e-5)
+  # and against a dense NumPy reference for the view
+  p, q, e = (np.asarray(x) for x in (phi, protos, emb))
+  w = dense / (1 + np.exp(-((q @ p.T) - 0.1) / 0.2))
+  want = (w @ e) / np.maximum(w.sum(1, keepdims=True), 1e-8)
+  np.testing.assert_allclose(np.asarray(out1[0]), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mean", [False, True])
+@pytest.mark.parametrize("seed,m,n,density", [(2, 8, 6, 0.5), (3, 40, 30, 0.3)])
+def test_edge_matmul_and_gradient_equal_dense(blocks, mean, seed, m, n, density):
+  rng, dense, g = random_graph(seed + 10 * blocks, m, n, density)
+  assert len(host._REGISTRY[g.edges_key].rows) == (3 if blocks else 1)
+  r = dense / np.maximum(dense.sum(1, keepdims=True), 1) if mean else dense
+  x = rng.normal(size=(n, 3)).astype(np.float32)
+  c = rng.normal(size=(m, 3)).astype(np.float32)
+  f = jax.jit(lambda x: host.edge_matmul(g.edges_key, x, mean))
+  np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), r @ x, rtol=1e-5, atol=1e-5)
+  grad = jax.grad(lambda x: jnp.sum(f(x) * c))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(grad), r.T @ c, rtol=1e-5, atol=1e-5)
+
+
+def test_propagation_by_threaded_blocks_equals_dense(blocks):
+  rng, dense, g = random_graph(5 + 10 * blocks, 30, 20, 0.3)
+  assert len(host._REGISTRY[g.host_key].rows) == (3 if blocks else 1)
+  adj = np.asarray(g.adj.todense())
+  x = rng.normal(size=(50, 4)).astype(np.float32)
+  c = rng.normal(size=(50, 4)).astype(np.float32)
+  f = jax.jit(lambda x: host.symmetric_matmul(g.host_key, x))
+  np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), adj @ x, rtol=1e-5, atol=1e-6)
+  grad = jax.grad(lambda x: jnp.sum(f(x) * c))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(grad), adj.T @ c, rtol=1e-5, atol=1e-6)
+
+
+def test_identical_graphs_share_one_registration():
+  _, dense, g1 = random_graph(4, 6, 5, 0.5)
+  g2 = behavior_graph(sp.csr_matrix(dense), "host")
+  assert (g1.host_key, g1.edges_key) == (g2.host_key, g2.edges_key)
+  assert behavior_graph(sp.csr_matrix(dense), "bcoo").edges_key == -1

@@ -1,7 +1,7 @@
 """Benchmarks: compile time, train-step time, seconds per epoch, full-ranking evaluation, memory, propagation.
 
   python -m hnt_jax.bench --config configs/taobao.py --models hnt,lightgcn_g [--repeats 5] [--epochs 2]
-      [--scaling 2000,8000] [--out bench.json] [--config.key=value ...]
+      [--scaling 1,4,16] [--out bench.json] [--config.key=value ...]
 
 Prints a table and writes `bench.json`:
   {"device": ..., "versions": ..., "dataset": ...,
@@ -10,7 +10,8 @@ Prints a table and writes `bench.json`:
    "propagation": {"scipy_ms", "bcoo_ms", "segment_sum_ms", "host_ms", "edges", "graph",
                    "per_behavior": {"<behavior>": {... "bcoo_vs_scipy", "segment_sum_vs_scipy",
                                                     "host_vs_scipy"}}},
-   "scaling": [{"users", "edges", "epoch_seconds", "eval_seconds"}, ...], "scaling_exponent": {...}}
+   "scaling": [{"multiple", "users", "items", "edges", "batch_size", "steps_per_epoch", "step_ms", "epoch_seconds",
+                "eval_seconds"}, ...], "scaling_model": ..., "scaling_exponent": {"step_ms", "epoch_seconds", ...}}
 Times are medians over `repeats` runs after a warm-up; `*_spread` is max - min. Peak memory is the process's
 high-water mark when the model's measurements end (it only grows, so later models include earlier ones).
 """
@@ -141,23 +142,40 @@ def bench_propagation(ds, repeats: int, dim: int = 64) -> dict:
   return {"graph": largest, **per[largest], "per_behavior": per}
 
 
-def bench_scaling(config, model: str, sizes: Sequence[int], repeats: int) -> list[dict[str, float]]:
-  """Seconds per epoch and evaluation time of `model` on synthetic data of growing size (users)."""
+def bench_scaling(config, model: str, multiples: Sequence[float], repeats: int, ds) -> list[dict[str, float]]:
+  """Seconds per epoch and evaluation time of `model` on synthetic data with `multiples` of the edges of
+  the dataset `ds`, on its catalogue (more users, same items, so a full ranking grows with the users).
+
+  Each size keeps `ds`'s steps per epoch (the batch grows with the target pairs): a full-graph model then
+  does the same number of whole-graph propagations per epoch at every size, and its epoch time grows with
+  the edges rather than with their square. Users per edge come from a pilot generation."""
   from hnt_jax.data.synthetic import generate
-  out = []
-  for users in sizes:
+  base_edges = sum(int(ds.train[b].nnz) for b in ds.behaviors)
+  steps = -(-int(ds.train_target.nnz) // int(config.train.batch_size))
+
+  def synthetic(users):
     cfg = copy.deepcopy(config)
     with cfg.unlocked():
       cfg.model.name = model
-      syn = cfg.data.synthetic
-      syn.n_users, syn.n_items = int(users), max(50, int(users) * 2 // 3)
-    ds = generate(cfg.data.synthetic)
-    run = Run(cfg, ds=ds, graphs=build_graphs(ds, max_candidates=int(cfg.model.hesitation.max_candidates),
-                                              propagation=cfg.train.propagation))
+      cfg.data.synthetic.n_users, cfg.data.synthetic.n_items = int(users), int(ds.n_items)
+    return cfg, generate(cfg.data.synthetic)
+
+  pilot_users = 2000
+  _, pilot = synthetic(pilot_users)
+  per_user = sum(int(pilot.train[b].nnz) for b in pilot.behaviors) / pilot_users
+  out = []
+  for multiple in multiples:
+    cfg, syn = synthetic(max(2, round(multiple * base_edges / per_user)))
+    with cfg.unlocked():
+      cfg.train.batch_size = -(-int(syn.train_target.nnz) // steps)
+    run = Run(cfg, ds=syn, graphs=build_graphs(syn, max_candidates=int(cfg.model.hesitation.max_candidates),
+                                               propagation=cfg.train.propagation))
     row = bench_model(run, repeats=repeats, epochs=1)
-    edges = sum(int(ds.train[b].nnz) for b in ds.behaviors)
-    out.append({"users": int(users), "edges": edges, "epoch_seconds": row.get("epoch_seconds"),
-                "eval_seconds": row.get("eval_seconds")})
+    out.append({"multiple": float(multiple), "users": int(syn.n_users), "items": int(syn.n_items),
+                "edges": sum(int(syn.train[b].nnz) for b in syn.behaviors),
+                "batch_size": int(cfg.train.batch_size), "steps_per_epoch": row.get("steps_per_epoch"),
+                "step_ms": row.get("step_ms"), "epoch_seconds": row.get("epoch_seconds"),
+                "eval_seconds": row.get("eval_seconds"), "eval_users": row.get("eval_users")})
   return out
 
 
@@ -171,7 +189,7 @@ def growth_exponent(rows: Sequence[dict], key: str) -> Optional[float]:
 
 
 def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
-          scaling: Sequence[int] = (), log: Callable[[str], None] = print) -> dict:
+          scaling: Sequence[float] = (), log: Callable[[str], None] = print, propagation: bool = True) -> dict:
   """All measurements for `models` on the configured dataset (see the module docstring for the layout)."""
   from hnt_jax.data.load import load_dataset
   ds = load_dataset(config.data)
@@ -185,13 +203,15 @@ def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
       cfg.model.name = name
     log(f"benchmarking {name} ...")
     result["models"][name] = bench_model(Run(cfg, ds=ds, graphs=graphs), repeats, epochs)
-  log("benchmarking one propagation layer ...")
-  result["propagation"] = bench_propagation(ds, repeats)
+  if propagation:
+    log("benchmarking one propagation layer ...")
+    result["propagation"] = bench_propagation(ds, repeats)
   if scaling:
-    log(f"benchmarking {models[0]} on synthetic data of {', '.join(map(str, scaling))} users ...")
-    result["scaling"] = bench_scaling(config, models[0], scaling, repeats)
+    log(f"benchmarking {models[0]} on synthetic data with {', '.join(map(str, scaling))} x the edges ...")
+    result["scaling_model"] = models[0]
+    result["scaling"] = bench_scaling(config, models[0], scaling, repeats, ds)
     result["scaling_exponent"] = {k: growth_exponent(result["scaling"], k)
-                                  for k in ("epoch_seconds", "eval_seconds")}
+                                  for k in ("step_ms", "epoch_seconds", "eval_seconds")}
   return result
 
 
@@ -217,12 +237,16 @@ def format_table(result: dict) -> str:
                    f"({r['bcoo_vs_scipy']:.2f}) | {r['segment_sum_ms']:.1f} ({r['segment_sum_vs_scipy']:.2f}) "
                    f"| {r['host_ms']:.1f} ({r['host_vs_scipy']:.2f}) |")
   if result.get("scaling"):
-    lines += ["", "| synthetic users | training edges | s/epoch | eval s |", "|---|---|---|---|"]
+    lines += ["", f"scaling ({result.get('scaling_model')}, synthetic data on the dataset's catalogue, same steps "
+              "per epoch):", "",
+              "| x edges | users | training edges | batch | step ms | s/epoch | eval s |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["scaling"]:
-      lines.append(f"| {r['users']} | {r['edges']:,} | {fmt(r['epoch_seconds'], '.2f')} | "
-                   f"{fmt(r['eval_seconds'], '.2f')} |")
+      lines.append(f"| {r['multiple']:g} | {r['users']:,} | {r['edges']:,} | {r['batch_size']:,} | "
+                   f"{fmt(r['step_ms'], '.1f')} | {fmt(r['epoch_seconds'], '.2f')} | {fmt(r['eval_seconds'], '.2f')} |")
     exp = result.get("scaling_exponent", {})
-    lines += ["", f"growth exponent (slope of log time on log edges): epoch {fmt(exp.get('epoch_seconds'), '.2f')}, "
+    lines += ["", "growth exponent (slope of log time on log edges): "
+              f"step {fmt(exp.get('step_ms'), '.2f')}, epoch {fmt(exp.get('epoch_seconds'), '.2f')}, "
               f"evaluation {fmt(exp.get('eval_seconds'), '.2f')}"]
   return "\n".join(lines)
 
@@ -238,16 +262,18 @@ def main_cli():
   models = flags.DEFINE_string("models", "hnt,lightgcn_g", "Comma-separated model names.")
   repeats = flags.DEFINE_integer("repeats", 5, "Timed repetitions after warm-up (medians are reported).")
   epochs = flags.DEFINE_integer("epochs", 2, "Whole epochs timed per model.")
-  scaling = flags.DEFINE_string("scaling", "", "Comma-separated synthetic user counts for the scaling rows.")
+  scaling = flags.DEFINE_string("scaling", "", "Comma-separated multiples of the dataset's training edges for "
+                                "synthetic scaling rows (e.g. 1,4,16), timed with the first model.")
   out = flags.DEFINE_string("out", "bench.json", "Where to write the JSON result.")
+  prop = flags.DEFINE_bool("propagation", True, "Also time one propagation layer three ways.")
   flags.mark_flags_as_required(["config"])
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    sizes = [int(s) for s in scaling.value.split(",") if s.strip()]
+    sizes = [float(s) for s in scaling.value.split(",") if s.strip()]
     names = [m.strip() for m in models.value.split(",") if m.strip()]
-    result = bench(config.value, names, repeats.value, epochs.value, sizes)
+    result = bench(config.value, names, repeats.value, epochs.value, sizes, propagation=prop.value)
     print(format_table(result))
     with open(out.value, "w") as f:
       json.dump(result, f, indent=2, sort_keys=True)

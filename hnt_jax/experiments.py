@@ -2,7 +2,7 @@
 
   python -m hnt_jax.experiments --config configs/taobao.py --out runs/exp_taobao \
       --models hnt,hnt_no_hes,hnt_no_nt,heuristic,mf,lightgcn,lightgcn_g,crgcn,mbcgcn --seeds 3 \
-      --protocol clean|published [--config.key=value ...]
+      --protocol clean|published [--jobs N] [--config.key=value ...]
 
 Layout: OUT/<protocol>/<model>/<grid point>/s<seed>/ is one run's workdir. Finished runs are skipped,
 interrupted ones resume, so the same command continues an experiment. Then OUT/<protocol>/summary.md,
@@ -186,7 +186,7 @@ class Experiment:
     self.log(f"[published] {model}: no clean summary to take the grid point from; using {point_tag(self.grid[0])}")
     return self.grid[0]
 
-  def run(self) -> dict:
+  def run(self, write_summary: bool = True) -> Optional[dict]:
     first = int(self.config.seed)
     rows = {}
     for model in self.models:
@@ -194,6 +194,8 @@ class Experiment:
       seeds = [first + s for s in range(self.seeds)] if self._trainable(model) else [first]
       results = [self._run(model, point, seed) for seed in seeds]
       rows[model] = _summarize(results, point, scores)
+    if not write_summary:
+      return None
     summary = self._summary(rows)
     os.makedirs(self.root, exist_ok=True)
     with open(os.path.join(self.root, "summary.json"), "w") as f:
@@ -329,6 +331,50 @@ def bar_chart(summary: dict, path: str) -> Optional[str]:
   return path
 
 
+def model_command(argv: Sequence[str], model: str) -> list[str]:
+  """The runner's own command line (`argv` without the program) for one model, run in one process and
+  without a summary."""
+  args, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    name = arg.split("=", 1)[0]
+    if name in ("--models", "--jobs", "--summary", "--nosummary"):
+      skip = "=" not in arg and name in ("--models", "--jobs")
+      continue
+    args.append(arg)
+  return [sys.executable, "-m", "hnt_jax.experiments", *args, f"--models={model}", "--jobs=1", "--nosummary"]
+
+
+def run_in_processes(commands: dict[str, list[str]], jobs: int, log_dir: str,
+                     log: Callable[[str], None] = print, poll_seconds: float = 1.0) -> None:
+  """Runs one command per model, `jobs` at a time, each logging to `log_dir/<model>.log`; raises if any
+  failed. Accelerator memory is not preallocated, so the processes can share one device."""
+  import subprocess
+  import time
+  os.makedirs(log_dir, exist_ok=True)
+  env = dict(os.environ)
+  env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  pending, running, failed = list(commands), {}, []
+  while pending or running:
+    while pending and len(running) < jobs:
+      model = pending.pop(0)
+      handle = open(os.path.join(log_dir, f"{model}.log"), "w")
+      running[model] = (subprocess.Popen(commands[model], stdout=handle, stderr=subprocess.STDOUT, env=env),
+                        handle)
+      log(f"started {model} (log: {handle.name})")
+    time.sleep(poll_seconds)
+    for model in [m for m, (proc, _) in running.items() if proc.poll() is not None]:
+      proc, handle = running.pop(model)
+      handle.close()
+      log(f"{model}: {'finished' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}")
+      if proc.returncode:
+        failed.append(model)
+  if failed:
+    raise RuntimeError(f"runs failed for {', '.join(failed)}; see their logs in {log_dir}")
+
+
 def main_cli():
   from absl import app, flags
   from ml_collections import config_flags
@@ -342,13 +388,24 @@ def main_cli():
   seeds = flags.DEFINE_integer("seeds", 3, "Seeds per model (config.seed, config.seed + 1, ...).")
   protocol = flags.DEFINE_enum("protocol", "clean", list(PROTOCOLS), "Protocol preset.")
   out = flags.DEFINE_string("out", None, "Experiment folder.")
+  jobs = flags.DEFINE_integer("jobs", 1, "Models run in parallel processes (e.g. several on one GPU).")
+  write_summary = flags.DEFINE_bool("summary", True, "Write the summary files after the runs.")
   flags.mark_flags_as_required(["config", "out"])
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     names = [m.strip() for m in models.value.split(",") if m.strip()]
-    summary = Experiment(config.value, out.value, names, seeds.value, protocol.value).run()
+    experiment = Experiment(config.value, out.value, names, seeds.value, protocol.value)
+    if jobs.value > 1 and len(names) > 1:
+      try:
+        run_in_processes({m: model_command(sys.argv[1:], m) for m in names}, jobs.value, experiment.root)
+      except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    summary = experiment.run(write_summary=write_summary.value)  # every run is finished by now if jobs > 1
+    if summary is None:
+      return
     print(format_summary(summary))
     print(f"\nwritten: {os.path.join(out.value, protocol.value)}/summary.md, summary.json, summary.png")
 

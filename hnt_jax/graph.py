@@ -107,6 +107,7 @@ class WeakSignals:
   cand_items: jax.Array  # [M, C] int32 (0 where padded)
   cand_mask: jax.Array  # [M, C] bool
   cand_aux: jax.Array  # [M, C, K-1]
+  cand_flat: jax.Array  # [number of real candidates] int32: user * C + slot of each, in order
   conv_table_items: jax.Array  # [M, C'] int32 (0 where padded)
   conv_table_mask: jax.Array  # [M, C'] bool
   conv_table_aux: jax.Array  # [M, C', K-1]
@@ -232,6 +233,13 @@ def _padded_pairs(users: np.ndarray, items: np.ndarray, aux: np.ndarray, m: int,
   return out_items, out_mask, out_aux
 
 
+def _flat_indices(mask: np.ndarray) -> np.ndarray:
+  if mask.size >= 2**31:
+    raise ValueError(f"{mask.shape[0]} users x {mask.shape[1]} candidates do not fit int32 indices; "
+                     "lower model.hesitation.max_candidates")
+  return np.flatnonzero(mask.ravel())
+
+
 def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
   """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
   conv_u, conv_i = _pairs(ds.converting_pairs())
@@ -253,7 +261,8 @@ def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
   return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
                      weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
                      cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
-                     cand_aux=jnp.asarray(cand_aux), conv_table_items=jnp.asarray(conv_items),
+                     cand_aux=jnp.asarray(cand_aux), cand_flat=i32(_flat_indices(cand_mask)),
+                     conv_table_items=jnp.asarray(conv_items),
                      conv_table_mask=jnp.asarray(conv_mask), conv_table_aux=jnp.asarray(conv_table_aux),
                      item_stats=jnp.asarray(item_stats),
                      user_stats=jnp.asarray(user_stats))

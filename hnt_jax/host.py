@@ -21,7 +21,6 @@ import concurrent.futures
 import functools
 import hashlib
 import os
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +77,8 @@ class HostMatrix:
     self.blocks = [csr[lo:hi] for lo, hi in self.rows]
 
   def __matmul__(self, x: np.ndarray) -> np.ndarray:
+    if len(self.blocks) == 1:
+      return self.blocks[0] @ x
     out = np.empty((self.shape[0],) + x.shape[1:], x.dtype)
 
     def multiply(k):
@@ -116,6 +117,8 @@ class HostEdges:
 
   def matmul(self, data: np.ndarray, x: np.ndarray) -> np.ndarray:
     """R · x with R's entries `data` (per edge): [n_users, d]."""
+    if len(self.rows) == 1:
+      return np.asarray(self._block(0, data) @ x, np.float32)
     out = np.empty((self.shape[0], x.shape[1]), np.float32)
 
     def multiply(k):
@@ -170,7 +173,8 @@ def _f32(x) -> np.ndarray:
 # --- Â · x, Â symmetric -----------------------------------------------------------------------------------
 
 def _matrix_product(key: int, x: jax.Array) -> jax.Array:
-  return _callback(lambda x: (_REGISTRY[key] @ _f32(x)).astype(x.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
+  return _callback(lambda x: (_REGISTRY[key] @ _f32(x)).astype(x.dtype, copy=False),
+                   jax.ShapeDtypeStruct(x.shape, x.dtype),
                    x)
 
 

@@ -12,7 +12,7 @@ def test_bench_reports_every_field_for_each_model_and_propagation():
   config.data.synthetic.update(n_users=80, n_items=60)
   config.train.batch_size = 128
   config.model.embed_dim = 16
-  result = bench.bench(config, ["lightgcn", "heuristic"], repeats=1, epochs=1, scaling=[40, 80],
+  result = bench.bench(config, ["lightgcn", "heuristic"], repeats=1, epochs=1, scaling=[0.5, 2],
                        log=lambda s: None)
   json.dumps(result)  # serializable as written to bench.json
   lg = result["models"]["lightgcn"]
@@ -28,9 +28,14 @@ def test_bench_reports_every_field_for_each_model_and_propagation():
   for r in prop["per_behavior"].values():
     assert r["bcoo_vs_scipy"] == r["bcoo_ms"] / r["scipy_ms"]
   rows = result["scaling"]
-  assert [r["users"] for r in rows] == [40, 80] and rows[1]["edges"] > rows[0]["edges"] > 0
-  assert all(r["epoch_seconds"] > 0 for r in rows)
-  assert isinstance(result["scaling_exponent"]["epoch_seconds"], float)
+  base = sum(prop["per_behavior"][b]["edges"] for b in ("view", "cart", "buy")) // 2  # adjacency: 2 per edge
+  assert [r["multiple"] for r in rows] == [0.5, 2.0] and all(r["items"] == 60 for r in rows)
+  for r in rows:  # within the pilot's users-per-edge estimate of the asked multiple
+    assert 0.6 * r["multiple"] * base < r["edges"] < 1.6 * r["multiple"] * base
+  assert rows[0]["steps_per_epoch"] == rows[1]["steps_per_epoch"] == lg["steps_per_epoch"]
+  assert rows[1]["batch_size"] > rows[0]["batch_size"]
+  assert all(r["epoch_seconds"] > 0 and r["step_ms"] > 0 for r in rows)
+  assert isinstance(result["scaling_exponent"]["epoch_seconds"], float) and result["scaling_model"] == "lightgcn"
   assert result["device"]["platform"] == "cpu" and result["versions"]["jax"]
   table = bench.format_table(result)
   assert "| lightgcn |" in table and "| heuristic |" in table and "| view |" in table and "growth exponent" in table

@@ -106,3 +106,34 @@ def test_grid_published_and_model_parsing():
     experiments.apply(base_config(), {"train.learning_rat": 0.1})
   assert experiments._mean_std([float("nan")]) == {"mean": None, "std": None}
   assert experiments._mean_std([0.5]) == {"mean": 0.5, "std": None}
+
+
+def test_model_command_keeps_every_flag_but_the_model_list():
+  argv = ["--config", "configs/taobao.py", "--out=runs/x", "--models", "hnt,mf", "--jobs", "4", "--seeds=3",
+          "--config.train.epochs=5", "--jobs=2", "--models=a,b", "--summary"]
+  cmd = experiments.model_command(argv, "mf")
+  assert cmd[1:3] == ["-m", "hnt_jax.experiments"]
+  assert cmd[3:] == ["--config", "configs/taobao.py", "--out=runs/x", "--seeds=3", "--config.train.epochs=5",
+                     "--models=mf", "--jobs=1", "--nosummary"]
+
+
+def test_models_run_in_parallel_processes_and_failures_are_reported(tmp_path):
+  import sys
+  ok = [sys.executable, "-c", "import os; print('ran', os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"]
+  bad = [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+  logs = []
+  with pytest.raises(RuntimeError, match="runs failed for b; see their logs"):
+    experiments.run_in_processes({"a": ok, "b": bad, "c": ok}, jobs=2, log_dir=str(tmp_path), log=logs.append,
+                                 poll_seconds=0.05)
+  assert (tmp_path / "a.log").read_text() == "ran false\n" and (tmp_path / "b.log").read_text() == "broken\n"
+  assert (tmp_path / "c.log").exists() and "b: FAILED (exit 3)" in logs and "c: finished" in logs
+
+
+def test_run_without_summary_leaves_no_summary(clean, tmp_path):
+  out, _, _, train = clean
+  assert experiments.Experiment(tiny_config(), str(out), ["heuristic"], seeds=1, train_fn=train,
+                                log=lambda s: None).run(write_summary=False) is None
+  fresh = experiments.Experiment(tiny_config(), str(tmp_path), ["heuristic"], seeds=1, train_fn=train,
+                                 log=lambda s: None)
+  fresh.run(write_summary=False)
+  assert not (tmp_path / "clean" / "summary.json").exists()

@@ -275,6 +275,10 @@ def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny,
   users = jnp.arange(ds.n_users)
   fused = np.asarray(model.apply(variables, graphs, emb, users, method=model.score))
   plain = np.asarray(emb.users @ emb.items.T)
+  # the table `embed` computes for the real candidates equals scoring each user's padded candidates
+  assert emb.cand_logits.shape == graphs.weak.cand_items.shape
+  per_user = model.apply(variables, graphs, emb.replace(cand_logits=jnp.zeros((0, 0))), users, method=model.score)
+  np.testing.assert_allclose(np.asarray(per_user), fused, rtol=1e-5, atol=1e-6)
   transform = (lambda x: 1 / (1 + np.exp(-x))) if value == "probability" else (lambda x: x)
 
   def expected(u, i, flags):

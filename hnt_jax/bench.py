@@ -169,7 +169,8 @@ def bench_scaling(config, model: str, multiples: Sequence[float], repeats: int, 
     with cfg.unlocked():
       cfg.train.batch_size = -(-int(syn.train_target.nnz) // steps)
     run = Run(cfg, ds=syn, graphs=build_graphs(syn, max_candidates=int(cfg.model.hesitation.max_candidates),
-                                               propagation=cfg.train.propagation))
+                                               propagation=cfg.train.propagation,
+                                               dtype=cfg.train.propagation_dtype))
     row = bench_model(run, repeats=repeats, epochs=1)
     out.append({"multiple": float(multiple), "users": int(syn.n_users), "items": int(syn.n_items),
                 "edges": sum(int(syn.train[b].nnz) for b in syn.behaviors),
@@ -194,7 +195,7 @@ def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
   from hnt_jax.data.load import load_dataset
   ds = load_dataset(config.data)
   graphs = build_graphs(ds, max_candidates=int(config.model.hesitation.max_candidates),
-                        propagation=config.train.propagation)
+                        propagation=config.train.propagation, dtype=config.train.propagation_dtype)
   result = {"device": device_info(), "versions": versions(), "dataset": config.data.name,
             "propagation_mode": config.train.propagation, "models": {}}
   for name in models:

@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   train.time_limit_minutes = 0.0  # stop (resumably) after the epoch that passes this wall time; 0: none
   # graph propagation: "auto" (SciPy CSR on the CPU backend, BCOO on accelerators), "bcoo" or "host"
   train.propagation = "auto"
+  # graph propagation's dtype: "bfloat16" rounds each layer's input and output to it and, on accelerators,
+  # multiplies in it (parameters, sums over layers, losses and scores stay float32)
+  train.propagation_dtype = "float32"
 
   # --- evaluation ---------------------------------------------------------------
   ev = config.eval = ml_collections.ConfigDict()

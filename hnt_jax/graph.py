@@ -25,6 +25,7 @@ from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh
 
 from hnt_jax.data.dataset import Dataset
+from hnt_jax.data.errors import ConfigError
 from hnt_jax import host
 from hnt_jax.distributed import RowShards, row_shards, sharded_matmul
 
@@ -81,6 +82,8 @@ class BehaviorGraph:
   host_key: int = flax.struct.field(pytree_node=False, default=-1)
   # >= 0: products with per-edge values over (users, items) run on the host too (`hnt_jax.host`)
   edges_key: int = flax.struct.field(pytree_node=False, default=-1)
+  # the dtype `propagate` rounds its input and output to ("bfloat16": the products run in it on device)
+  dtype: str = flax.struct.field(pytree_node=False, default="float32")
   shards: Optional[RowShards] = None  # on a device mesh: `adj` split by rows over `data`
 
   @property
@@ -178,23 +181,32 @@ def _use_host(propagation: str) -> bool:
   return propagation == "host" or (propagation == "auto" and jax.default_backend() == "cpu")
 
 
-def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[Mesh] = None) -> BehaviorGraph:
+DTYPES = ("float32", "bfloat16")
+
+
+def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[Mesh] = None,
+                   dtype: str = "float32") -> BehaviorGraph:
   """The graph of one behavior; with a multi-device `mesh`, propagation is row-sharded over `data`."""
+  if dtype not in DTYPES:
+    raise ConfigError(f"train.propagation_dtype={dtype!r} is not one of {', '.join(DTYPES)}")
   inc = incidence(mat)
   adj = normalized_adjacency(mat)
   if mesh is not None:
     idx = np.asarray(adj.indices)
     shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
     return BehaviorGraph(adj=None, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
-                         rows=user_rows(mat), shards=shards)
+                         rows=user_rows(mat), shards=shards, dtype=dtype)
   key = edges_key = -1
   if _use_host(propagation):
     idx = np.asarray(adj.indices)
     key = host.register_matrix(np.asarray(adj.data), idx[:, 0], idx[:, 1], adj.shape)
     pairs = np.asarray(inc.indices)
     edges_key = host.register_edges(pairs[:, 0], pairs[:, 1], *inc.shape)
+  if dtype != "float32":
+    adj = jsparse.BCOO((adj.data.astype(dtype), adj.indices), shape=adj.shape, indices_sorted=True,
+                       unique_indices=True)
   return BehaviorGraph(adj=adj, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
-                       rows=user_rows(mat), host_key=key, edges_key=edges_key)
+                       rows=user_rows(mat), host_key=key, edges_key=edges_key, dtype=dtype)
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -269,25 +281,35 @@ def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
 
 
 def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
-                 propagation: str = "auto", mesh: Optional[Mesh] = None) -> Graphs:
+                 propagation: str = "auto", mesh: Optional[Mesh] = None, dtype: str = "float32") -> Graphs:
   """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables.
 
   `propagation`: "bcoo" multiplies by the BCOO adjacency on device; "host" by a SciPy CSR copy through a
   callback (several times faster on CPU); "auto" picks "host" on the CPU backend, "bcoo" elsewhere. With a
-  multi-device `mesh` every propagation is row-sharded over its `data` axis instead.
+  multi-device `mesh` every propagation is row-sharded over its `data` axis instead. `dtype`: see `propagate`.
   """
-  per = tuple(behavior_graph(ds.train[b], propagation, mesh) for b in ds.behaviors)
+  per = tuple(behavior_graph(ds.train[b], propagation, mesh, dtype) for b in ds.behaviors)
   union = None
   if merged:
     total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
-    union = behavior_graph(total, propagation, mesh)
+    union = behavior_graph(total, propagation, mesh, dtype)
   weak = weak_signals(ds, max_candidates) if ds.auxiliary else None
   return Graphs(per_behavior=per, merged=union, weak=weak, behaviors=tuple(ds.behaviors),
                 n_users=ds.n_users, n_items=ds.n_items)
 
 
 def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
-  """One propagation layer: Â · x, by the formulation the graph was built for."""
+  """One propagation layer: Â · x, by the formulation the graph was built for.
+
+  With a graph built for "bfloat16", x and the product are rounded to bfloat16 (on device the product runs
+  in it, with Â stored in it; the host product computes in float32 between the roundings) and the result
+  comes back in x's dtype, so sums over layers and everything after them stay in float32."""
+  if graph.dtype == "float32":
+    return _product(graph, x)
+  return _product(graph, x.astype(graph.dtype)).astype(graph.dtype).astype(x.dtype)
+
+
+def _product(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
   if graph.shards is not None:
     return sharded_matmul(graph.shards, x)
   if graph.host_key >= 0:

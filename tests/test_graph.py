@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from hnt_jax import graph
 from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
+from hnt_jax.data.errors import ConfigError
 
 
 def random_matrix(rng, m, n, density):
@@ -126,3 +127,27 @@ def test_weak_signal_tables_follow_the_rule_per_user(width):
   conv_pairs = np.asarray(w.conv_table_mask).sum()
   assert conv_pairs == min((any_aux & target).sum(), conv_pairs)  # nothing kept twice
   assert int(np.asarray(w.conv_users).shape[0]) == int((any_aux & target).sum())
+
+
+@pytest.mark.parametrize("propagation", ["bcoo", "host"])
+def test_bfloat16_propagation_rounds_input_and_output_and_returns_float32(propagation):
+  rng = np.random.default_rng(7)
+  dense = random_matrix(rng, 12, 9, 0.4)
+  g = graph.behavior_graph(sp.csr_matrix(dense), propagation, dtype="bfloat16")
+  g32 = graph.behavior_graph(sp.csr_matrix(dense), propagation)
+  x = jnp.asarray(rng.normal(size=(21, 8)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(21, 8)), jnp.float32)
+  f = jax.jit(lambda x: graph.propagate(g, x))
+  y = f(x)
+  assert y.dtype == jnp.float32
+  y_np = np.asarray(y)
+  np.testing.assert_array_equal(y_np, np.asarray(y.astype(jnp.bfloat16).astype(jnp.float32)))  # rounded
+  bf = lambda a: np.asarray(jnp.asarray(a, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32))
+  ref = dense_normalized(dense)
+  np.testing.assert_allclose(y_np, ref @ bf(x), rtol=2e-2, atol=2e-2)
+  assert not np.array_equal(y_np, np.asarray(graph.propagate(g32, x)))
+  grad = jax.grad(lambda x: jnp.sum(f(x) * c))(x)
+  assert grad.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(grad), ref.T @ np.asarray(c), rtol=3e-2, atol=3e-2)
+  with pytest.raises(ConfigError, match="propagation_dtype='float16' is not one of float32, bfloat16"):
+    graph.behavior_graph(sp.csr_matrix(dense), propagation, dtype="float16")

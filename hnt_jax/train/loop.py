@@ -103,7 +103,7 @@ class Run:
     self.ds = ds if ds is not None else load_dataset(config.data)
     self.graphs = graphs if graphs is not None else build_graphs(
         self.ds, max_candidates=int(config.model.hesitation.max_candidates),
-        propagation=config.train.propagation, mesh=self.mesh)
+        propagation=config.train.propagation, mesh=self.mesh, dtype=config.train.propagation_dtype)
     self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items,
                                         len(self.ds.behaviors))
     model = self.model

@@ -80,7 +80,8 @@ class BehaviorGraph:
   rows: UserRows  # the same matrix, read by batches of users
   # >= 0: `propagate` multiplies by a host (SciPy CSR) copy of `adj`, the fastest formulation on CPU
   host_key: int = flax.struct.field(pytree_node=False, default=-1)
-  # >= 0: products with per-edge values over (users, items) run on the host too (`hnt_jax.host`)
+  # >= 0: products with per-edge values over (users, items) run on the host too (`hnt_jax.host`); they take
+  # the incidence's data as 1, so a graph with re-weighted edges drops it (as `influence.weighted_graph` does)
   edges_key: int = flax.struct.field(pytree_node=False, default=-1)
   # the dtype `propagate` rounds its input and output to ("bfloat16": the products run in it on device)
   dtype: str = flax.struct.field(pytree_node=False, default="float32")

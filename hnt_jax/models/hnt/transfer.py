@@ -75,8 +75,8 @@ def active_edges(graph: BehaviorGraph, active: jax.Array, capacity: int):
 def active_gated_mean(graph: BehaviorGraph, active: jax.Array, capacity: int, phi: jax.Array,
                       prototypes: jax.Array, delta: jax.Array, temperature: float, item_emb: jax.Array,
                       n_users: int) -> jax.Array:
-  """The gated view h_u of `gated_mean(edge_gates(...))`, exact for the users with `active[u]` (other rows
-  are 0), computed over their edges only when they fit in `capacity` edges, else over all edges.
+  """The gated view h_u of `gated_mean(edge_gates(...))`, exact for the users with `active[u]`, computed over
+  their edges only when they fit in `capacity` edges (other rows are then 0), else over all edges.
 
   A training step reads the views of its own users only, so its gates, and their gradients, are needed on
   those users' edges alone: on Taobao a step's users hold about a third of the auxiliary edges."""

@@ -123,7 +123,9 @@ def base_config() -> ml_collections.ConfigDict:
   ev = config.eval = ml_collections.ConfigDict()
   ev.protocol = "full"  # full | sampled
   ev.ks = "10,20,50"
-  ev.chunk_cells = 1 << 25  # memory budget: users x items x (max held-out items + 1) per chunk
+  # users x items x (max held-out items + 1) per chunk; 0: `evaluate.default_chunk_cells()` (cache-sized
+  # chunks on CPU, larger ones on accelerators)
+  ev.chunk_cells = 0
   ev.n_negatives = 99  # sampled protocol
   ev.sample_seed = 0  # sampled protocol: fixed negatives
 

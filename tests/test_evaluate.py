@@ -66,7 +66,7 @@ def expected(ds, scores, candidates_of, group="all"):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("chunk_cells", [17 * 4 * 2, 1 << 20])  # several chunks, or one
+@pytest.mark.parametrize("chunk_cells", [17 * 4 * 2, 1 << 20, 0])  # several chunks, one, the default
 def test_full_protocol_equals_reference_with_ties(seed, chunk_cells):
   ds = toy_dataset(seed)
   rng = np.random.default_rng(seed + 10)

@@ -177,15 +177,28 @@ def test_vmap_scoring_and_top_m_equal_loops(tiny):
 
 def test_info_nce_equals_loop():
   rng = np.random.default_rng(5)
-  a, p = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
-  mask = np.array([True, False, True, True])
-  got = float(info_nce(jnp.asarray(a), jnp.asarray(p), jnp.asarray(mask), 0.5))
-  losses = []
-  for b in np.flatnonzero(mask):
-    logits = np.array([a[b] @ p[c] / 0.5 for c in np.flatnonzero(mask)])
-    idx = list(np.flatnonzero(mask)).index(b)
-    losses.append(-(logits[idx] - np.log(np.exp(logits).sum())))
-  assert got == pytest.approx(np.mean(losses), rel=1e-5)
+  a, p = rng.normal(size=(7, 3)).astype(np.float32), rng.normal(size=(7, 3)).astype(np.float32)
+  mask = np.array([True, False, True, True, True, False, True])
+
+  def reference(a, p):
+    live = np.flatnonzero(mask)
+    logits = a[live] @ p[live].T / 0.5
+    return np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits))
+
+  def loss(a, p):
+    return info_nce(a, p, jnp.asarray(mask), 0.5)
+
+  assert float(loss(jnp.asarray(a), jnp.asarray(p))) == pytest.approx(reference(a, p), rel=1e-5)
+  grads = jax.grad(loss, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(p))
+  for arg, got in enumerate(grads):  # central differences of the NumPy reference
+    want = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+      args = [a.astype(np.float64), p.astype(np.float64)]
+      hi, lo = [x.copy() for x in args], [x.copy() for x in args]
+      hi[arg][idx] += 1e-5
+      lo[arg][idx] -= 1e-5
+      want[idx] = (reference(*hi) - reference(*lo)) / 2e-5
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-5)
 
 
 def test_hesitation_loss_and_sampling():

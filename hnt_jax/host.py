@@ -7,9 +7,10 @@ cache-sized, chunked NumPy row gather; `train.propagation=auto` (CPU) or `host` 
   gradient is Â · g.
 * `edge_matmul(key, x, mean)`: R · x (or D⁻¹ R · x, the mean over each user's items) for a registered
   user-item edge set R; the gradient is Rᵀ · g.
-* `gated_mean(key, phi, protos, emb, delta, temperature)`: negative transfer's gated view for every user,
-  h_u = Σ_j g_uj e_j / Σ_j g_uj with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ), and the gates; the gradient reaches
-  φ, π, e and δ (two sampled dense-dense products and four sparse products).
+* `gated_mean(key, phi, protos, emb, delta, temperature, active)`: negative transfer's gated view for every
+  user, h_u = Σ_j g_uj e_j / Σ_j g_uj with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ), and the gates; the gradient
+  reaches φ, π, e and δ (two sampled dense-dense products and four sparse products). With `active` (bool
+  [n_users]) only those users' edges are gated and multiplied: other rows of h, and their gates, are 0.
 
 Every product splits its rows into blocks of about equal entries that run on `host_threads()` threads
 (SciPy's product and NumPy's gathers release the GIL). Matrices are registered once, keyed by their content,
@@ -21,6 +22,7 @@ import concurrent.futures
 import functools
 import hashlib
 import os
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -109,6 +111,11 @@ class HostEdges:
     self.spans = [(int(self.indptr[lo]), int(self.indptr[hi])) for lo, hi in self.rows]
     degree = np.diff(self.indptr).astype(np.float32)
     self.inv_degree = np.repeat(1.0 / np.maximum(degree, 1.0), np.diff(self.indptr)).astype(np.float32)
+
+  def subset(self, active: np.ndarray) -> tuple["HostEdges", np.ndarray]:
+    """The edges of the users with `active[u]` (same shape, rows and order), and which edges they are."""
+    keep = active[self.users]
+    return HostEdges(self.users[keep], self.items[keep], *self.shape), keep
 
   def _block(self, k: int, data: np.ndarray) -> sp.csr_matrix:
     (lo, hi), (elo, ehi) = self.rows[k], self.spans[k]
@@ -229,48 +236,71 @@ def _gated_forward(edges: HostEdges, phi, protos, emb, delta, temperature):
   return h.astype(np.float32), gates, norm
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
 def gated_mean(key: int, phi: jax.Array, protos: jax.Array, emb: jax.Array, delta: jax.Array,
-               temperature: float) -> tuple[jax.Array, jax.Array]:
-  """(h [n_users, d], gates [E]) of a registered edge set; see the module docstring."""
-  return _gated_fwd(key, phi, protos, emb, delta, temperature)[0]
+               temperature: float, active: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  """(h [n_users, d], gates [E]) of a registered edge set; see the module docstring. With `active`, the rows
+  of other users and their edges' gates are 0 (their gradients do not flow)."""
+  edges = _REGISTRY[key]
+  subset = active is not None
+  if not subset:
+    active = jnp.ones((edges.shape[0],), bool)
+  return _gated(key, temperature, subset, phi, protos, emb, delta, active)
 
 
-def _gated_fwd(key, phi, protos, emb, delta, temperature):
+def _active_edges(edges: HostEdges, subset: bool, active) -> tuple[HostEdges, Optional[np.ndarray]]:
+  return edges.subset(np.asarray(active, bool)) if subset else (edges, None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _gated(key, temperature, subset, phi, protos, emb, delta, active):
+  return _gated_fwd(key, temperature, subset, phi, protos, emb, delta, active)[0]
+
+
+def _gated_fwd(key, temperature, subset, phi, protos, emb, delta, active):
   edges = _REGISTRY[key]
   m, e = edges.shape[0], edges.users.shape[0]
   shapes = (jax.ShapeDtypeStruct((m, emb.shape[1]), jnp.float32), jax.ShapeDtypeStruct((e,), jnp.float32),
             jax.ShapeDtypeStruct((m,), jnp.float32))
 
-  def forward(phi, protos, emb, delta):
-    return _gated_forward(edges, _f32(phi), _f32(protos), _f32(emb), float(delta), temperature)
+  def forward(phi, protos, emb, delta, active):
+    part, keep = _active_edges(edges, subset, active)
+    h, part_gates, norm = _gated_forward(part, _f32(phi), _f32(protos), _f32(emb), float(delta), temperature)
+    if keep is None:
+      return h, part_gates, norm
+    gates = np.zeros(e, np.float32)
+    gates[keep] = part_gates
+    return h, gates, norm
 
-  h, gates, norm = _callback(forward, shapes, phi, protos, emb, delta)
-  return (h, gates), (phi, protos, emb, h, gates, norm)
+  h, gates, norm = _callback(forward, shapes, phi, protos, emb, delta, active)
+  return (h, gates), (phi, protos, emb, h, gates, norm, active)
 
 
-def _gated_bwd(key, temperature, residuals, cotangents):
+def _gated_bwd(key, temperature, subset, residuals, cotangents):
   edges = _REGISTRY[key]
-  phi, protos, emb, h, gates, norm = residuals
+  phi, protos, emb, h, gates, norm, active = residuals
   dh, dgates = cotangents
   shapes = (jax.ShapeDtypeStruct(phi.shape, jnp.float32), jax.ShapeDtypeStruct(protos.shape, jnp.float32),
             jax.ShapeDtypeStruct(emb.shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.float32))
 
-  def backward(phi, protos, emb, h, gates, norm, dh, dgates):
+  def backward(phi, protos, emb, h, gates, norm, dh, dgates, active):
     phi, protos, emb, h, gates, norm, dh, dgates = (_f32(x) for x in (phi, protos, emb, h, gates, norm, dh,
                                                                      dgates))
+    part, keep = _active_edges(edges, subset, active)
+    if keep is not None:
+      gates, dgates = gates[keep], dgates[keep]
     floor = np.maximum(norm, _EPS)
     d_total = dh / floor[:, None]
     d_norm = np.where(norm > _EPS, -np.einsum("ud,ud->u", dh, h) / floor, 0.0).astype(np.float32)
-    d_gates = edges.sddmm(d_total, emb) + np.repeat(d_norm, np.diff(edges.indptr)) + dgates
-    d_emb = edges.rmatmul(gates, d_total)
+    d_gates = part.sddmm(d_total, emb) + np.repeat(d_norm, np.diff(part.indptr)) + dgates
+    d_emb = part.rmatmul(gates, d_total)
     d_s = (d_gates * gates * (1.0 - gates) / temperature).astype(np.float32)
-    d_phi = edges.rmatmul(d_s, protos)
-    d_protos = edges.matmul(d_s, phi)
+    d_phi = part.rmatmul(d_s, protos)
+    d_protos = part.matmul(d_s, phi)
     return d_phi, d_protos, d_emb, np.float32(-d_s.sum())
 
-  d_phi, d_protos, d_emb, d_delta = _callback(backward, shapes, phi, protos, emb, h, gates, norm, dh, dgates)
-  return d_phi, d_protos, d_emb, d_delta.astype(jnp.result_type(residuals[0]))
+  d_phi, d_protos, d_emb, d_delta = _callback(backward, shapes, phi, protos, emb, h, gates, norm, dh, dgates,
+                                              active)
+  return d_phi, d_protos, d_emb, d_delta.astype(jnp.result_type(residuals[0])), None
 
 
-gated_mean.defvjp(_gated_fwd, _gated_bwd)
+_gated.defvjp(_gated_fwd, _gated_bwd)

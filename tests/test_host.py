@@ -60,6 +60,35 @@ def test_gated_mean_and_gradients_equal_xla(blocks, seed, m, n, density):
   np.testing.assert_allclose(np.asarray(out1[0]), want, rtol=1e-4, atol=1e-5)
 
 
+def test_gated_mean_on_active_users_equals_every_edge(blocks):
+  """With `active`, the active users' rows, the gates of their edges and every gradient of a loss that reads
+  only those rows are those of the product over every edge; other rows and gates are 0."""
+  rng, dense, g = random_graph(7 + 10 * blocks, 40, 30, 0.3)
+  m, n, d = 40, 30, 5
+  active = rng.random(m) < 0.4
+  active[[1, 2]] = True, False  # an active user without edges; an inactive one with edges
+  phi = normalize(jnp.asarray(rng.normal(size=(n, d)), jnp.float32))
+  protos = normalize(jnp.asarray(rng.normal(size=(m, d)), jnp.float32))
+  emb = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+  c_h = jnp.asarray(rng.normal(size=(m, d)) * active[:, None], jnp.float32)  # reads the active rows only
+  on_edge = active[np.asarray(g.users)]
+  c_g = jnp.asarray(rng.normal(size=(g.n_edges,)) * on_edge, jnp.float32)
+
+  def loss(phi, protos, emb, delta, subset):
+    h, gates = host.gated_mean(g.edges_key, phi, protos, emb, delta, 0.2, subset)
+    return jnp.sum(h * c_h) + jnp.sum(gates * c_g), (h, gates)
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+  (v_all, (h_all, g_all)), d_all = grad(phi, protos, emb, jnp.float32(0.1), None)
+  (v_act, (h_act, g_act)), d_act = grad(phi, protos, emb, jnp.float32(0.1), jnp.asarray(active))
+  assert float(v_act) == pytest.approx(float(v_all), rel=1e-5)
+  np.testing.assert_allclose(np.asarray(h_act)[active], np.asarray(h_all)[active], rtol=1e-5, atol=1e-6)
+  assert not np.asarray(h_act)[~active].any() and not np.asarray(g_act)[~on_edge].any()
+  np.testing.assert_allclose(np.asarray(g_act)[on_edge], np.asarray(g_all)[on_edge], rtol=1e-5)
+  for a, b in zip(d_act, d_all):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("mean", [False, True])
 @pytest.mark.parametrize("seed,m,n,density", [(2, 8, 6, 0.5), (3, 40, 30, 0.3)])
 def test_edge_matmul_and_gradient_equal_dense(blocks, mean, seed, m, n, density):

@@ -134,21 +134,24 @@ class NegativeTransfer(nn.Module):
                edge_budget: float = 0.0):
     """(z_u [M, d], gates per auxiliary behavior, attention [M, K-1]).
 
-    With `active` (bool [M]), z_u is exact only for those users, and the gates are computed only on their
-    edges while they fit in a buffer of `edge_budget` x the behavior's edges (see `active_gated_mean`);
-    no gates are returned then."""
+    With `active` (bool [M]) and an `edge_budget`, z_u is exact only for those users, and the gates are
+    computed only on their edges: with host products always, under XLA while they fit in a buffer of
+    `edge_budget` x the behavior's edges (see `active_gated_mean`); no gates are returned then."""
     n_users = user_target.shape[0]
     gates, views = [], []
     if self.use_gates:
       phi_items = self.phi(item_target)
       protos = self.prototypes(target, phi_items, user_target)
     for k, (g, items_k) in enumerate(zip(aux_graphs, aux_items)):
-      if g.edges_key >= 0:  # host products (CPU): every edge, faster than XLA's gathers on a subset
+      if g.edges_key >= 0:  # host products (CPU): the active users' edges alone, with no buffer to fit
+        subset = active if self.use_gates and edge_budget else None
         if self.use_gates:
-          h, gate = host.gated_mean(g.edges_key, phi_items, protos, items_k, self.delta[k], self.temperature)
+          h, gate = host.gated_mean(g.edges_key, phi_items, protos, items_k, self.delta[k], self.temperature,
+                                    subset)
         else:
           h, gate = host.edge_matmul(g.edges_key, items_k, True), jnp.ones(g.users.shape, items_k.dtype)
-        gates.append(gate)
+        if subset is None:
+          gates.append(gate)
         views.append(h)
         continue
       capacity = edge_capacity(g.n_edges, edge_budget) if active is not None else 0

@@ -152,6 +152,8 @@ class Evaluator:
     self.n_users = int(es.users.shape[0])
     truth_rows = user_rows(es.truth)
     g = max(truth_rows.max_degree, 1)
+    if int(eval_cfg.chunk_cells) < 0:
+      raise ValueError(f"eval.chunk_cells={eval_cfg.chunk_cells} must be at least 0 (0: the default)")
     cells = int(eval_cfg.chunk_cells) or default_chunk_cells()
     self.chunk = int(max(1, min(self.n_users, cells // (ds.n_items * (g + 1)))))
     # on a mesh each chunk's users are split over `data`; the memory budget is then per device

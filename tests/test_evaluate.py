@@ -146,3 +146,11 @@ def test_empty_group_has_no_metrics_rather_than_nan():
   _, got = run_evaluator(ds, np.zeros((ds.n_users, ds.n_items), np.float32))
   assert got["observed/users"] == 0 and "observed/hr@1" not in got
   assert got["unobserved/users"] == got["users"] and not any(np.isnan(v) for v in got.values())
+
+
+def test_bad_evaluation_settings_are_named():
+  ds = toy_dataset()
+  with pytest.raises(ValueError, match="eval.chunk_cells=-1"):
+    Evaluator(ds, "test", eval_cfg(chunk_cells=-1), lambda st, users: st[users])
+  with pytest.raises(ValueError, match="eval.protocol='top'"):
+    Evaluator(ds, "test", eval_cfg(protocol="top"), lambda st, users: st[users])

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from hnt_jax import distributed
 from hnt_jax.data.dataset import Dataset
+from hnt_jax.data.errors import ConfigError
 from hnt_jax.graph import user_rows
 
 PROTOCOLS = ("full", "sampled")
@@ -144,7 +145,7 @@ class Evaluator:
   def __init__(self, ds: Dataset, split: str, eval_cfg, score_fn: Callable[[Any, jax.Array], jax.Array],
                mesh=None):
     if eval_cfg.protocol not in PROTOCOLS:
-      raise ValueError(f"eval.protocol={eval_cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+      raise ConfigError(f"eval.protocol={eval_cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     self.split, self.protocol = split, eval_cfg.protocol
     self.ks = parse_ks(eval_cfg.ks)
     self.n_items = ds.n_items
@@ -153,7 +154,7 @@ class Evaluator:
     truth_rows = user_rows(es.truth)
     g = max(truth_rows.max_degree, 1)
     if int(eval_cfg.chunk_cells) < 0:
-      raise ValueError(f"eval.chunk_cells={eval_cfg.chunk_cells} must be at least 0 (0: the default)")
+      raise ConfigError(f"eval.chunk_cells={eval_cfg.chunk_cells} must be at least 0 (0: the default)")
     cells = int(eval_cfg.chunk_cells) or default_chunk_cells()
     self.chunk = int(max(1, min(self.n_users, cells // (ds.n_items * (g + 1)))))
     # on a mesh each chunk's users are split over `data`; the memory budget is then per device

@@ -6,6 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset
+from hnt_jax.data.errors import ConfigError
 from hnt_jax.evaluate import Evaluator, eval_split, rank_metrics, sample_negatives
 
 KS = (1, 3, 5)
@@ -150,7 +151,7 @@ def test_empty_group_has_no_metrics_rather_than_nan():
 
 def test_bad_evaluation_settings_are_named():
   ds = toy_dataset()
-  with pytest.raises(ValueError, match="eval.chunk_cells=-1"):
+  with pytest.raises(ConfigError, match="eval.chunk_cells=-1"):
     Evaluator(ds, "test", eval_cfg(chunk_cells=-1), lambda st, users: st[users])
-  with pytest.raises(ValueError, match="eval.protocol='top'"):
+  with pytest.raises(ConfigError, match="eval.protocol=.top."):
     Evaluator(ds, "test", eval_cfg(protocol="top"), lambda st, users: st[users])

@@ -28,8 +28,12 @@ install-test: $(VENV)/.installed-test
 quickstart: install
 	$(PY) -m hnt_jax.main --config configs/synthetic.py --workdir $(WORKDIR)
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist), each file whole on one worker so that its
+# module fixtures are built once; most of the suite is single-threaded compilation.
+TEST_WORKERS ?= 2
+
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) workdirs .pytest_cache

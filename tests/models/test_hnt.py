@@ -9,9 +9,10 @@ import scipy.sparse as sp
 
 from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
-from hnt_jax.graph import behavior_graph, build_graphs
+from hnt_jax.graph import behavior_graph, build_graphs, user_rows
 from hnt_jax.models import get_model
 from hnt_jax.models.hnt import hesitation as hes_lib
+from hnt_jax.models.hnt.model import score_spread
 from hnt_jax.models.hnt.encoder import encode_behaviors
 from hnt_jax.models.hnt.transfer import (active_edges, active_gated_mean, edge_capacity, edge_gates, gated_mean,
                                         info_nce, normalize)
@@ -273,6 +274,31 @@ def test_ablations_switch_modules_off(tiny):
                            rngs={"sample": jax.random.PRNGKey(0)})
   assert set(metrics) == {"bpr", "l2"}
   cfg.model.update(use_negative_transfer=True, use_hesitation=True)
+
+
+def test_score_scale_diagnostics_equal_numpy(tiny):
+  """`score_std` is the std over items of the dot-product scores, averaged over the given users (computed
+  through the items' covariance); `fusion_alpha` is the fusion weight the scores use."""
+  rng = np.random.default_rng(5)
+  users, items = rng.normal(size=(7, 4)), rng.normal(loc=0.3, size=(11, 4))
+  want = np.mean(np.std(users @ items.T, axis=1))
+  assert float(score_spread(jnp.asarray(users, jnp.float32), jnp.asarray(items, jnp.float32))) == \
+      pytest.approx(want, rel=1e-5)
+  cfg, ds, graphs = tiny
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.update(use_negative_transfer=True, use_hesitation=True)
+  cfg.model.hesitation.score_fusion = True
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  evaluated = jnp.asarray([1, 4, 9, 20], jnp.int32)
+  out = model.apply(variables, graphs, user_rows(ds.test), evaluated, method=model.diagnostics)
+  emb = model.apply(variables, graphs, method=model.embed)
+  dots = np.asarray(emb.users)[np.asarray(evaluated)] @ np.asarray(emb.items).T
+  assert float(out["score_std"]) == pytest.approx(np.mean(np.std(dots, axis=1)), rel=1e-4)
+  assert float(out["score_std"]) > 0
+  assert float(out["fusion_alpha"]) == pytest.approx(float(emb.alpha)) and float(emb.alpha) > 0
+  assert "gate_mean/view" in out and "hesitation_precision" in out
 
 
 @pytest.mark.parametrize("pairs,value", [("weak", "logit"), ("auxiliary", "probability"),

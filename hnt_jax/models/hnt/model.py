@@ -303,12 +303,17 @@ class HNT(Recommender):
 
   def diagnostics(self, graphs, truth, users) -> dict[str, jax.Array]:
     """Mean gate per auxiliary behavior; hesitation coverage and precision against `truth` (UserRows of
-    held-out items, over `users`), beside the precision of m random weak-signal candidates."""
+    held-out items, over `users`), beside the precision of m random weak-signal candidates; the scale of
+    the two parts of a score: `score_std`, the spread (std over all items) of ⟨z_u, z_i⟩, averaged over
+    `users`, and with score fusion `fusion_alpha`, α (the largest bonus with `fusion_value=probability`)."""
     out: dict[str, Any] = {}
+    emb = self.embed(graphs)
     if self.n_aux and self.use_negative_transfer:
-      emb = self.embed(graphs)
       for b, gate in zip(graphs.behaviors[:-1], emb.gates):
         out[f"gate_mean/{b}"] = jnp.mean(gate)
+    out["score_std"] = score_spread(emb.users[users], emb.items)
+    if self.hesitation_on and self.score_fusion:
+      out["fusion_alpha"] = emb.alpha
     if self.hesitation_on:
       hes = {"items": self.hes_items.value, "mask": self.hes_mask.value}
       out["hesitation_coverage"] = jnp.mean(jnp.any(hes["mask"], axis=1))
@@ -318,4 +323,12 @@ class HNT(Recommender):
       out["random_precision"] = hes_lib.set_precision(rand, truth, users)
     return out
 
+
+def score_spread(users: jax.Array, items: jax.Array) -> jax.Array:
+  """Mean over the rows of `users` of the std over all `items` of ⟨z_u, z_i⟩, without forming the
+  [users, items] score matrix: var_u = z_uᵀ Σ z_u with Σ the items' covariance (d x d)."""
+  centered = items - jnp.mean(items, axis=0)
+  cov = centered.T @ centered / items.shape[0]
+  var = jnp.einsum("ud,de,ue->u", users, cov, users)
+  return jnp.mean(jnp.sqrt(jnp.maximum(var, 0.0)))
 

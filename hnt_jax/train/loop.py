@@ -71,7 +71,7 @@ _MISSING = object()
 
 
 def versions() -> dict[str, str]:
-  """Installed versions of the packages a result depends on."""
+  """Installed versions of the packages a result depends on, and the commit of the hnt_jax source."""
   from importlib import metadata
   out = {"python": platform.python_version()}
   for package in ("hnt_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy"):
@@ -79,7 +79,25 @@ def versions() -> dict[str, str]:
       out[package] = metadata.version(package)
     except metadata.PackageNotFoundError:
       out[package] = "not installed"
+  out["hnt_jax_commit"] = source_commit()
   return out
+
+
+def source_commit(path: Optional[str] = None) -> str:
+  """The git commit of the source under `path` (default: the imported hnt_jax package): "<sha>-dirty" when
+  tracked files there differ from it, "unknown" outside a git checkout (e.g. an installed wheel)."""
+  import subprocess
+  here = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10,
+                          check=True).stdout.strip()
+  try:
+    sha = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  return f"{sha}-dirty" if dirty else sha
 
 
 def device_info(mesh=None) -> dict[str, Any]:

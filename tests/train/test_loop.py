@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 
+import shutil
+
 import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.data.errors import ConfigError
-from hnt_jax.train.loop import Run, TrainingDiverged, train_and_evaluate
+from hnt_jax.train.loop import Run, TrainingDiverged, source_commit, train_and_evaluate, versions
 from tests.conftest import REPO
 
 
@@ -202,3 +204,27 @@ def test_extra_loss_term_is_added_to_the_step():
   pulled_state, _ = step_with(pull)
   assert not np.allclose(pulled_state.params["users"][0], base_state.params["users"][0])
   np.testing.assert_allclose(pulled_state.params["users"][1:], base_state.params["users"][1:])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_results_record_the_source_commit(tmp_path):
+  """The commit of a checkout, marked dirty while a tracked file differs; "unknown" outside git; and
+  `versions()` (written into results.json and benchmarks) carries the package's own."""
+  repo = tmp_path / "src"
+  repo.mkdir()
+
+  def git(*args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+  assert source_commit(str(repo)) == "unknown"
+  git("init", "-q")
+  (repo / "a.py").write_text("x = 1\n")
+  git("add", "a.py")
+  git("commit", "-qm", "one")
+  sha = git("rev-parse", "HEAD")
+  assert len(sha) == 40 and source_commit(str(repo)) == sha
+  (repo / "untracked.txt").write_text("not part of the source\n")
+  assert source_commit(str(repo)) == sha
+  (repo / "a.py").write_text("x = 2\n")
+  assert source_commit(str(repo)) == sha + "-dirty"
+  assert versions()["hnt_jax_commit"] == source_commit(os.path.join(REPO, "hnt_jax"))

@@ -20,6 +20,7 @@ summary.json and summary.png.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import itertools
 import json
@@ -244,7 +245,20 @@ def _summarize(results: list[dict], point: dict, scores: dict) -> dict:
   spe = [r.get("timings", {}).get("seconds_per_epoch") for r in results]
   spe = [s for s in spe if s is not None]
   row["seconds_per_epoch"] = statistics.median(spe) if spe else None
+  row["provenance"] = [provenance(r) for r in results]
   return row
+
+
+def provenance(result: dict) -> str:
+  """Where a run was made: "<device kind>, <short source commit>" ("commit unrecorded" for results written
+  before results.json recorded it)."""
+  device = result.get("device", {})
+  commit = result.get("versions", {}).get("hnt_jax_commit")
+  if commit is None:
+    commit = "commit unrecorded"
+  elif commit != "unknown":
+    commit = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+  return f"{device.get('kind', 'unknown device')}, {commit}"
 
 
 def improvement(rows: dict) -> dict:
@@ -299,6 +313,10 @@ def format_summary(summary: dict) -> str:
       lines += ["", "Published only (not run here): " + ", ".join(
           f"{m} {v['hr@10']:.4f} / {v['ndcg@10']:.4f}" for m, v in others.items())]
     lines += ["", f"Published numbers: {summary['published_source']}."]
+  made = collections.Counter(p for r in summary["models"].values() for p in r.get("provenance", []))
+  if made:
+    lines += ["", "Runs made on: " + "; ".join(f"{p} ({n} run{'s' if n > 1 else ''})"
+                                              for p, n in sorted(made.items())) + "."]
   imp = summary["improvement"]
   if imp:
     parts = [f"{v['relative_percent']:+.2f}% {k.upper()} (over {v['best_baseline']})" for k, v in imp.items()

@@ -57,6 +57,22 @@ def test_grid_then_seeds_and_summary_files(clean):
   md = (out / "clean" / "summary.md").read_text()
   assert "clean protocol" in md and "validation held out" in md
   assert "published HR@10" not in md and "Published numbers" not in md  # never beside clean numbers
+  # where the runs were made: device and source commit, counted over the table's runs
+  from hnt_jax.train.loop import source_commit
+  commit = source_commit()
+  short = commit if commit == "unknown" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+  assert row["provenance"] == [f"cpu, {short}"] * 2
+  assert f"Runs made on: cpu, {short} (3 runs)." in md
+
+
+def test_provenance_names_device_and_short_commit():
+  sha = "0123456789abcdef0123456789abcdef01234567"
+  result = {"device": {"kind": "NVIDIA H200"}, "versions": {"hnt_jax_commit": sha}}
+  assert experiments.provenance(result) == "NVIDIA H200, 0123456"
+  result["versions"]["hnt_jax_commit"] = sha + "-dirty"
+  assert experiments.provenance(result) == "NVIDIA H200, 0123456-dirty"
+  assert experiments.provenance({"device": {"kind": "cpu"}, "versions": {}}) == "cpu, commit unrecorded"
+  assert experiments.provenance({"versions": {"hnt_jax_commit": "unknown"}}) == "unknown device, unknown"
 
 
 def test_rerun_skips_finished_runs(clean):

@@ -42,6 +42,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hnt_no_both": ("hnt", {"model.use_hesitation": False, "model.use_negative_transfer": False}),
 }
 PROTOCOLS = ("clean", "published")
+NO_CLEAN_CHOICE = "first grid point (no clean summary)"
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
 GROUP_METRICS = ("hr@10", "ndcg@10")
 
@@ -163,38 +164,40 @@ class Experiment:
     self.log(f"[{self.protocol}] {model} {point_tag(point)} seed {seed} -> {workdir}")
     return self.train_fn(config, workdir)
 
-  def _chosen_point(self, model: str, first_seed: int) -> tuple[dict, dict]:
-    """(grid point, {tag: validation metric}) for `model`."""
-    if not self._trainable(model) or len(self.grid) == 1:
-      return (self.grid[0] if self._trainable(model) else {}), {}
+  def _chosen_point(self, model: str, first_seed: int) -> tuple[dict, dict, str]:
+    """(grid point, {tag: validation metric}, how the point was chosen) for `model`."""
+    if not self._trainable(model):
+      return {}, {}, "no parameters"
+    if len(self.grid) == 1:
+      return self.grid[0], {}, "the only grid point"
     if self.protocol == "published":
-      return self._point_from_clean(model), {}
+      return self._point_from_clean(model)
     select = self.config.train.select_metric
     scores = {}
     for point in self.grid:
       result = self._run(model, point, first_seed)
       scores[point_tag(point)] = result.get("valid", {}).get(select, -math.inf)
     best = max(self.grid, key=lambda p: scores[point_tag(p)])
-    return best, scores
+    return best, scores, "validation"
 
-  def _point_from_clean(self, model: str) -> dict:
+  def _point_from_clean(self, model: str) -> tuple[dict, dict, str]:
     path = os.path.join(os.path.dirname(self.root), "clean", "summary.json")
     if os.path.exists(path):
       with open(path) as f:
         chosen = json.load(f)["models"].get(model, {}).get("best_params")
       if chosen is not None:
-        return chosen
+        return chosen, {}, "clean protocol"
     self.log(f"[published] {model}: no clean summary to take the grid point from; using {point_tag(self.grid[0])}")
-    return self.grid[0]
+    return self.grid[0], {}, NO_CLEAN_CHOICE
 
   def run(self, write_summary: bool = True) -> Optional[dict]:
     first = int(self.config.seed)
     rows = {}
     for model in self.models:
-      point, scores = self._chosen_point(model, first)
+      point, scores, chosen_by = self._chosen_point(model, first)
       seeds = [first + s for s in range(self.seeds)] if self._trainable(model) else [first]
       results = [self._run(model, point, seed) for seed in seeds]
-      rows[model] = _summarize(results, point, scores)
+      rows[model] = {**_summarize(results, point, scores), "chosen_by": chosen_by}
     if not write_summary:
       return None
     summary = self._summary(rows)
@@ -288,10 +291,16 @@ def _fmt(ms: dict) -> str:
 
 def format_summary(summary: dict) -> str:
   pub = summary["published"]
+  grid = f"grid `{summary['grid'] or '(none)'}`"
+  if summary["protocol"] == "clean":
+    chosen = f"{grid} chosen on validation {summary['select_metric']}"
+  else:
+    chosen = f"{grid}: each model at the point the clean protocol chose on validation {summary['select_metric']}"
+    unchosen = [m for m, r in summary["models"].items() if r.get("chosen_by") == NO_CLEAN_CHOICE]
+    if unchosen:
+      chosen += f" (no clean choice, first grid point used: {', '.join(unchosen)})"
   lines = [f"# {summary['dataset']}: {summary['protocol']} protocol", "",
-           summary["protocol_description"] + ".", "",
-           f"Mean ± sample std over seeds; grid `{summary['grid'] or '(none)'}` chosen on validation "
-           f"{summary['select_metric']}.", ""]
+           summary["protocol_description"] + ".", "", f"Mean ± sample std over seeds; {chosen}.", ""]
   head = ["model"] + [m.upper() for m in METRICS] + ["observed HR@10", "unobserved HR@10", "best params",
                                                      "s/epoch", "runs"]
   if pub:

@@ -63,6 +63,7 @@ def test_grid_then_seeds_and_summary_files(clean):
   short = commit if commit == "unknown" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
   assert row["provenance"] == [f"cpu, {short}"] * 2
   assert f"Runs made on: cpu, {short} (3 runs)." in md
+  assert row["chosen_by"] == "validation" and summary["models"]["heuristic"]["chosen_by"] == "no parameters"
 
 
 def test_provenance_names_device_and_short_commit():
@@ -96,6 +97,20 @@ def test_published_protocol_uses_clean_choice_fixed_epochs_and_shows_published_n
   md = (out / "published" / "summary.md").read_text()
   assert "published protocol" in md and "0.1000 / 0.0500" in md and "MuLe 0.2000 / 0.1000" in md
   assert "a test table" in md
+  assert row["chosen_by"] == "clean protocol"
+  assert "each model at the point the clean protocol chose on validation ndcg@10." in md
+
+
+def test_published_without_a_clean_run_says_which_models_took_the_first_grid_point(tmp_path):
+  def train(config, workdir):  # no training needed: only the choice of grid point is under test
+    return {"seed": config.seed, "test": {}}
+
+  summary = experiments.Experiment(tiny_config(), str(tmp_path), ["mf", "heuristic"], seeds=1, train_fn=train,
+                                   protocol="published", log=lambda s: None).run()
+  assert summary["models"]["mf"]["chosen_by"] == experiments.NO_CLEAN_CHOICE
+  assert summary["models"]["mf"]["best_params"] == {"train.learning_rate": 0.001}
+  md = (tmp_path / "published" / "summary.md").read_text()
+  assert "(no clean choice, first grid point used: mf)." in md
 
 
 def test_improvement_is_relative_to_the_best_baseline():

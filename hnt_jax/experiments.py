@@ -334,8 +334,22 @@ def format_summary(summary: dict) -> str:
   return "\n".join(lines)
 
 
+def chart_series(summary: dict) -> dict[str, dict]:
+  """What the bar chart draws, per metric (HR@10, NDCG@10): the models' means and stds, and the published
+  numbers of the models that have them (as {model index: value})."""
+  models = list(summary["models"])
+  series = {}
+  for metric in ("hr@10", "ndcg@10"):
+    published = {i: summary["published"][m][metric] for i, m in enumerate(models) if m in summary["published"]}
+    series[metric] = {"means": [summary["models"][m]["test"][metric]["mean"] or 0.0 for m in models],
+                      "stds": [summary["models"][m]["test"][metric]["std"] or 0.0 for m in models],
+                      "published": published}
+  return series
+
+
 def bar_chart(summary: dict, path: str) -> Optional[str]:
-  """HR@10 and NDCG@10 per model with std error bars (needs matplotlib, the `plots` extra)."""
+  """HR@10 and NDCG@10 per model with std error bars, and a black tick at each published number (needs
+  matplotlib, the `plots` extra)."""
   try:
     import matplotlib
     matplotlib.use("Agg")
@@ -345,10 +359,14 @@ def bar_chart(summary: dict, path: str) -> Optional[str]:
   models = list(summary["models"])
   fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(models)), 3.5))
   width = 0.38
-  for k, metric in enumerate(("hr@10", "ndcg@10")):
-    means = [summary["models"][m]["test"][metric]["mean"] or 0.0 for m in models]
-    stds = [summary["models"][m]["test"][metric]["std"] or 0.0 for m in models]
-    ax.bar([i + (k - 0.5) * width for i in range(len(models))], means, width, yerr=stds, label=metric.upper())
+  labelled = False
+  for k, (metric, s) in enumerate(chart_series(summary).items()):
+    xs = [i + (k - 0.5) * width for i in range(len(models))]
+    ax.bar(xs, s["means"], width, yerr=s["stds"], label=metric.upper())
+    if s["published"]:
+      ax.scatter([xs[i] for i in s["published"]], list(s["published"].values()), marker="_", s=300,
+                 linewidths=2.5, color="black", zorder=3, label=None if labelled else "published")
+      labelled = True
   ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
   ax.set_title(f"{summary['dataset']} ({summary['protocol']} protocol)")
   ax.legend()

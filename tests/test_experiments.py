@@ -98,6 +98,10 @@ def test_published_protocol_uses_clean_choice_fixed_epochs_and_shows_published_n
   assert "published protocol" in md and "0.1000 / 0.0500" in md and "MuLe 0.2000 / 0.1000" in md
   assert "a test table" in md
   assert row["chosen_by"] == "clean protocol"
+  # the chart carries the published number beside the model's bars (mf is the only model here)
+  series = experiments.chart_series(published)
+  assert series["hr@10"]["published"] == {0: 0.1} and series["ndcg@10"]["published"] == {0: 0.05}
+  assert series["hr@10"]["means"] == [row["test"]["hr@10"]["mean"]]
   assert "each model at the point the clean protocol chose on validation ndcg@10." in md
 
 

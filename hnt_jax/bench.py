@@ -31,7 +31,8 @@ import scipy.sparse as sp
 
 from hnt_jax.graph import behavior_graph, build_graphs, propagate
 from hnt_jax.host import host_threads
-from hnt_jax.train.loop import Run, device_info, run_epoch, versions
+from hnt_jax.train.loop import Run, run_epoch
+from hnt_jax.train.records import device_info, versions
 from hnt_jax.train.sampler import make_sampler, sample_epoch
 from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
 
@@ -192,7 +193,9 @@ def growth_exponent(rows: Sequence[dict], key: str) -> Optional[float]:
 def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
           scaling: Sequence[float] = (), log: Callable[[str], None] = print, propagation: bool = True) -> dict:
   """All measurements for `models` on the configured dataset (see the module docstring for the layout)."""
+  from hnt_jax.config_checks import validate
   from hnt_jax.data.load import load_dataset
+  validate(config)
   ds = load_dataset(config.data)
   graphs = build_graphs(ds, max_candidates=int(config.model.hesitation.max_candidates),
                         propagation=config.train.propagation, dtype=config.train.propagation_dtype)

@@ -105,7 +105,9 @@ def sample_negatives(n_items: int, users: np.ndarray, exclude: sp.csr_matrix, n:
     keys[np.repeat(np.arange(u.shape[0]), np.diff(rows.indptr)), rows.indices] = 2.0
     allowed = (keys < 2.0).sum(axis=1)
     if (allowed < n).any():
-      raise ValueError(f"a user has fewer than {n} items left to sample negatives from")
+      raise ConfigError(f"eval.n_negatives={n}: user {int(u[np.argmax(allowed < n)])} (0-based) has only "
+                        f"{int(allowed.min())} items left to sample negatives from ({n_items} items, "
+                        "minus the user's purchases and held-out items); lower eval.n_negatives")
     out[start:start + chunk] = np.argpartition(keys, n - 1, axis=1)[:, :n]
   return out
 

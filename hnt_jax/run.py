@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import ml_collections
 
-from hnt_jax.data.errors import ConfigError, DataError
+from hnt_jax.data.errors import ConfigError, InputError
 
 MODES = ("train", "stats")  # the first is the default
 
@@ -24,10 +24,12 @@ def run(config: ml_collections.ConfigDict, workdir: Optional[str], mode: Optiona
 
 def stats(config) -> int:
   """Loads the dataset, builds its graphs and prints the statistics table."""
+  from hnt_jax.config_checks import validate
   from hnt_jax.data.dataset import format_statistics, statistics
   from hnt_jax.data.load import load_dataset
   from hnt_jax.graph import build_graphs
 
+  validate(config)
   ds = load_dataset(config.data)
   graphs = build_graphs(ds)
   print(format_statistics(statistics(ds)))
@@ -69,12 +71,17 @@ def format_results(results: dict) -> str:
 
 
 def main_with_clean_errors(fn: Callable[[], None]) -> None:
-  """Runs `fn`; bad input ends the process with its message, not a traceback."""
+  """Runs `fn`; bad input, and a file or folder that cannot be read or written, end the process with one
+  line (exit status 2), not a traceback."""
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # library INFO chatter (checkpoint I/O, no-TPU probe)
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   try:
     fn()
-  except (DataError, ConfigError) as e:
+  except (InputError, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # permissions, a full disk, a file where a folder should be
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"error: {where}{e.strerror or e}", file=sys.stderr)
     sys.exit(2)

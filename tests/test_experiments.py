@@ -58,7 +58,7 @@ def test_grid_then_seeds_and_summary_files(clean):
   assert "clean protocol" in md and "validation held out" in md
   assert "published HR@10" not in md and "Published numbers" not in md  # never beside clean numbers
   # where the runs were made: device and source commit, counted over the table's runs
-  from hnt_jax.train.loop import source_commit
+  from hnt_jax.train.records import source_commit
   commit = source_commit()
   short = commit if commit == "unknown" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
   assert row["provenance"] == [f"cpu, {short}"] * 2

@@ -5,8 +5,8 @@ import os
 from typing import Optional
 
 
-class DataError(ValueError):
-  """A dataset file or setting is wrong. `str(err)` reads `path:line: message`."""
+class InputError(ValueError):
+  """Something a run reads is wrong. `str(err)` reads `path:line: message`."""
 
   def __init__(self, message: str, path: Optional[os.PathLike | str] = None,
                line: Optional[int] = None):
@@ -19,8 +19,16 @@ class DataError(ValueError):
     super().__init__(where + message)
 
 
+class DataError(InputError):
+  """A dataset file or setting is wrong."""
+
+
 class DatasetNotFoundError(DataError):
   """The dataset directory or one of its files is missing."""
+
+
+class WorkdirError(InputError):
+  """A workdir's files are damaged or missing, it cannot be written, or another run is using it."""
 
 
 class ConfigError(ValueError):

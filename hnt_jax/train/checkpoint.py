@@ -13,12 +13,15 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from hnt_jax.data.errors import WorkdirError
+
 log = logging.getLogger(__name__)
 
 
 class Checkpoints:
 
   def __init__(self, workdir: str):
+    self.workdir = workdir
     options = dict(create=True, enable_async_checkpointing=False)
     self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                         options=ocp.CheckpointManagerOptions(max_to_keep=2, **options))
@@ -39,6 +42,34 @@ class Checkpoints:
 
   def restore_best(self, abstract: Any) -> Optional[tuple[int, Any]]:
     return _restore_newest(self.best, abstract, "best")
+
+  def restore_recorded_best(self, abstract: Any, best_epoch: int) -> tuple[int, Any]:
+    """The state of `best_epoch`, the epoch the loop's saved state records as best: `best/<best_epoch>`, or
+    else its copy in `checkpoints/` (and `best/` is rewritten from it). A best state that is lost is a
+    WorkdirError: another epoch is never reported in its place."""
+    found = _restore_newest(self.best, abstract, "best")
+    if found is not None and found[0] == best_epoch:
+      return found
+    self.latest.reload()
+    if best_epoch in self.latest.all_steps():
+      try:
+        payload = self.latest.restore(best_epoch, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # unreadable too: nothing left to rebuild from
+        log.warning("checkpoint %s is unreadable (%s: %s)", os.path.join(str(self.latest.directory),
+                                                                       str(best_epoch)), type(e).__name__, e)
+      else:
+        log.warning("best checkpoint of epoch %d is missing or unreadable; rebuilt it from checkpoints/%d",
+                    best_epoch, best_epoch)
+        self.best.reload()
+        for step in self.best.all_steps():
+          self.best.delete(step)
+        self.save_best(best_epoch, payload)
+        return best_epoch, payload
+    raise WorkdirError(
+        f"the best state (epoch {best_epoch}, as the run's saved loop state records) is missing or "
+        f"unreadable, and checkpoints/ holds no copy of it; nothing was reported in its place. Restore "
+        f"best/{best_epoch}, or train again in a new --workdir (the same config and seed reproduce the run)",
+        os.path.join(os.path.abspath(self.workdir), "best"))
 
   def discard_after(self, epoch: int) -> None:
     """Removes checkpoints newer than `epoch` (unreadable ones, or the future of an abandoned run)."""

@@ -10,10 +10,8 @@ from `config.seed` and the epoch number, so a resumed run ends bit-identical to 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
 import statistics as stats_lib
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -25,12 +23,13 @@ import numpy as np
 from flax.core import DenyList
 
 from hnt_jax import distributed
-from hnt_jax.config import INVOCATION_KEYS, flatten
+from hnt_jax.config_checks import select_metric, validate
 from hnt_jax.data.dataset import Dataset
-from hnt_jax.data.errors import ConfigError
-from hnt_jax.evaluate import Evaluator, parse_ks
+from hnt_jax.data.errors import WorkdirError
+from hnt_jax.evaluate import Evaluator
 from hnt_jax.graph import Graphs, build_graphs
 from hnt_jax.models import Recommender, get_model
+from hnt_jax.train import records
 from hnt_jax.train.checkpoint import Checkpoints, abstract_of
 from hnt_jax.train.sampler import make_sampler, sample_epoch
 from hnt_jax.train.step import ExtraLoss, TrainState, make_optimizer, make_train_step
@@ -40,70 +39,6 @@ Hook = Callable[[int, TrainState], None]  # called after each epoch's checkpoint
 
 class TrainingDiverged(RuntimeError):
   """The loss or the parameters became non-finite."""
-
-
-def _select_key(config) -> str:
-  metric = config.train.select_metric
-  name, _, k = metric.partition("@")
-  if name not in ("hr", "ndcg", "recall") or not k.isdigit() or int(k) not in parse_ks(config.eval.ks):
-    raise ConfigError(f"train.select_metric={metric!r} must be hr@K, ndcg@K or recall@K with K in "
-                      f"eval.ks={config.eval.ks!r}")
-  return metric
-
-
-def _write_config(config, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    a, b = (flatten(d) for d in (saved, current))
-    keys = sorted(k for k in a.keys() | b.keys()
-                  if k not in INVOCATION_KEYS and a.get(k, _MISSING) != b.get(k, _MISSING))
-    if keys:
-      raise ConfigError(f"workdir {workdir} holds a run with a different config (keys: {', '.join(keys)}); "
-                        "use another --workdir to start a new run")
-  with open(path, "w") as f:
-    json.dump(current, f, indent=2, sort_keys=True)
-
-
-_MISSING = object()
-
-
-def versions() -> dict[str, str]:
-  """Installed versions of the packages a result depends on, and the commit of the hnt_jax source."""
-  from importlib import metadata
-  out = {"python": platform.python_version()}
-  for package in ("hnt_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy"):
-    try:
-      out[package] = metadata.version(package)
-    except metadata.PackageNotFoundError:
-      out[package] = "not installed"
-  out["hnt_jax_commit"] = source_commit()
-  return out
-
-
-def source_commit(path: Optional[str] = None) -> str:
-  """The git commit of the source under `path` (default: the imported hnt_jax package): "<sha>-dirty" when
-  tracked files there differ from it, "unknown" outside a git checkout (e.g. an installed wheel)."""
-  import subprocess
-  here = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-  def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10,
-                          check=True).stdout.strip()
-  try:
-    sha = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-  return f"{sha}-dirty" if dirty else sha
-
-
-def device_info(mesh=None) -> dict[str, Any]:
-  d = jax.devices()[0]
-  return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
-          "processes": jax.process_count(), "mesh": distributed.describe(mesh)}
 
 
 class Run:
@@ -116,6 +51,7 @@ class Run:
   def __init__(self, config: ml_collections.ConfigDict, ds: Optional[Dataset] = None,
                graphs: Optional[Graphs] = None):
     from hnt_jax.data.load import load_dataset
+    validate(config)
     self.config = config
     self.mesh = distributed.make_mesh(config.mesh)
     self.ds = ds if ds is not None else load_dataset(config.data)
@@ -222,26 +158,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
   """Trains (or resumes) the configured model in `workdir` and returns the contents of results.json.
 
   `hooks` are called after every epoch's checkpoint as `hook(epoch, state)`; `extra_loss` is a term added to
-  the model's loss in every step (see `make_train_step`)."""
-  select = _select_key(config)
+  the model's loss in every step (see `make_train_step`). Every setting is checked before anything is read
+  or written; the workdir is locked against a second run for as long as this one lasts."""
+  validate(config)
   distributed.maybe_initialize(config.mesh)
+  if not distributed.is_main_process():
+    return _train(config, workdir, hooks, run, extra_loss)
+  with records.WorkdirLock(workdir):
+    return _train(config, workdir, hooks, run, extra_loss)
+
+
+def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extra_loss) -> dict[str, Any]:
+  select = select_metric(config)
   main = distributed.is_main_process()
   os.makedirs(workdir, exist_ok=True)
-  if main:
-    _write_config(config, workdir)
+  ckpt = Checkpoints(workdir)
+  ckpt.latest.reload()
+  if main:  # a workdir of another run is refused before any data loads
+    records.check_config(config, workdir, has_checkpoint=bool(ckpt.latest.all_steps()))
   t_start = time.time()
   run = run or Run(config)
+  tc = config.train
+  has_valid = "valid" in run.evaluators and bool(tc.validate)  # builds the evaluators: checks n_negatives
+  distributed.check_batch_size(run.mesh, int(tc.batch_size))
+  if main:  # written only once every setting has passed its checks
+    records.write_config(config, workdir)
   t_setup = time.time() - t_start
   params, model_state = run.init_variables()
   if not run.model.trainable:
+    ckpt.close()
     return _finish(run, workdir, params, model_state, best_epoch=0, epochs_run=0, status="evaluated",
                    timings={"setup_seconds": t_setup})
 
-  tc = config.train
   tx = make_optimizer(tc)
   state = run.place_state(TrainState.create(apply_fn=run.model.apply, params=params, tx=tx))
   loop = {"epoch": 0, "best_value": -math.inf, "best_epoch": -1, "bad_evals": 0, "stopped": False}
-  ckpt = Checkpoints(workdir)
   restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, loop)))
   if restored is not None:
     _, payload = restored
@@ -251,10 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
     print(f"resuming {workdir} after epoch {loop['epoch']}")
   ckpt.discard_after(int(loop["epoch"]))
   if main:
-    _truncate_metrics(workdir, int(loop["epoch"]))
+    records.truncate_metrics(workdir, int(loop["epoch"]))
 
-  has_valid = "valid" in run.evaluators and bool(tc.validate)
-  distributed.check_batch_size(run.mesh, int(tc.batch_size))
   sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
   train_step = run.train_step(state, extra_loss)
   refresh_every = run.model.refresh_every
@@ -297,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
         if tc.patience and loop["bad_evals"] >= tc.patience:
           loop["stopped"] = True
       if main:
-        _append_metrics(workdir, record)
+        records.append_metrics(workdir, record)
         progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
             f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
                        + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
@@ -317,8 +266,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: S
       hook(epoch, state)
   progress.close()
 
-  best = ckpt.restore_best(abstract_of(_payload(state, model_state, loop))) if has_valid else None
-  ckpt.close()
+  try:
+    best = None
+    if has_valid and int(loop["best_epoch"]) >= 1:
+      best = ckpt.restore_recorded_best(abstract_of(_payload(state, model_state, loop)),
+                                        int(loop["best_epoch"]))
+  finally:
+    ckpt.close()
   if best is not None:
     best_epoch, best_payload = best
     params, model_state = best_payload["params"], best_payload["model_state"]
@@ -344,7 +298,8 @@ def _format_diagnostics(diagnostics: dict) -> str:
 
 
 def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
-  """(params, model_state, epoch) of the best checkpoint in `workdir` (the latest without validation)."""
+  """(params, model_state, epoch) of the state a run reports: the epoch its saved loop state records as best
+  (the latest without validation)."""
   params, model_state = run.init_variables()
   if not run.model.trainable:
     return params, model_state, 0
@@ -352,10 +307,16 @@ def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
   loop = {"epoch": 0, "best_value": 0.0, "best_epoch": 0, "bad_evals": 0, "stopped": False}
   ckpt = Checkpoints(workdir)
   abstract = abstract_of(_payload(state, model_state, loop))
-  found = ckpt.restore_best(abstract) or ckpt.restore_latest(abstract)
-  ckpt.close()
-  if found is None:
-    raise ConfigError(f"no checkpoint in {workdir}: train first with python -m hnt_jax.main --workdir {workdir}")
+  try:
+    found = ckpt.restore_latest(abstract)
+    if found is None:
+      raise WorkdirError(f"no checkpoint: train first with python -m hnt_jax.main --workdir {workdir}",
+                         workdir)
+    best_epoch = int(np.asarray(found[1]["loop"]["best_epoch"]))
+    if best_epoch >= 1:
+      found = ckpt.restore_recorded_best(abstract, best_epoch)
+  finally:
+    ckpt.close()
   epoch, payload = found
   return payload["params"], payload["model_state"], epoch
 
@@ -374,10 +335,9 @@ def _finish(run: Run, workdir: str, params, model_state: dict, best_epoch: int, 
   out = {"status": status, "model": config.model.name, "dataset": config.data.name, "seed": config.seed,
          "protocol": config.eval.protocol, "split": config.data.split, "select_metric":
          config.train.select_metric, "best_epoch": best_epoch, "epochs_run": epochs_run, **results,
-         "timings": timings, "versions": versions(), "device": device_info(run.mesh)}
+         "timings": timings, "versions": records.versions(), "device": records.device_info(run.mesh)}
   if distributed.is_main_process():
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(out, f, indent=2, sort_keys=True)
+    records.write_json(os.path.join(workdir, "results.json"), out)
   return out
 
 
@@ -385,22 +345,6 @@ def _payload(state: TrainState, model_state: dict, loop: dict) -> dict:
   """What a checkpoint holds: the train state, the model's other state, the loop's state."""
   return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
           "model_state": model_state, "loop": {k: jnp.asarray(v) for k, v in loop.items()}}
-
-
-def _append_metrics(workdir: str, record: dict) -> None:
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def _truncate_metrics(workdir: str, epoch: int) -> None:
-  """Drops lines written after the checkpoint we resume from (they will be written again)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epoch]
-  with open(path, "w") as f:
-    f.writelines(lines)
 
 
 def _progress(initial: int, total: int, enabled: bool):

@@ -15,6 +15,9 @@ class TrainState(train_state.TrainState):
   """Flax TrainState (step, params, optimizer state); `apply_fn` is the model's `apply`."""
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
   lr = float(train_cfg.learning_rate)
   if train_cfg.optimizer == "adam":
@@ -23,7 +26,7 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
     return optax.adamw(lr, weight_decay=float(train_cfg.weight_decay))
   if train_cfg.optimizer == "sgd":
     return optax.sgd(lr)
-  raise ConfigError(f"train.optimizer={train_cfg.optimizer!r} is not one of adam, adamw, sgd")
+  raise ConfigError(f"train.optimizer={train_cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -10,7 +10,8 @@ import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.data.errors import ConfigError
-from hnt_jax.train.loop import Run, TrainingDiverged, source_commit, train_and_evaluate, versions
+from hnt_jax.train.loop import Run, TrainingDiverged, train_and_evaluate
+from hnt_jax.train.records import source_commit, versions
 from tests.conftest import REPO
 
 

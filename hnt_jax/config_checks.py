@@ -1,0 +1,145 @@
+"""`validate(config)`: every setting checked before any data is read, each bad one named in one line.
+
+Training, `--mode stats`, benchmarks, recommendations and the experiment runner call it first, so a value
+that makes no sense (a negative learning rate, zero epochs, an empty `eval.ks`, a zero temperature) stops
+the command before a dataset loads, a workdir is written or a step is compiled. Checks that need the data
+(enough items to sample `eval.n_negatives` from) are made when the data has loaded, still before training.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+from hnt_jax.data.errors import ConfigError
+
+MAX_ID = 2 ** 31 - 1  # user and item totals must fit the int32 indices of the sparse graphs
+
+Rule = Callable[[Any], Optional[str]]  # what is wrong with a value, or None
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def at_least(low, high=None) -> Rule:
+  def rule(v):
+    if not _number(v) or not math.isfinite(v) or v < low or (high is not None and v > high):
+      return f"must be a number from {low} to {high}" if high is not None else f"must be at least {low}"
+    return None
+  return rule
+
+
+def above(low) -> Rule:
+  def rule(v):
+    if not _number(v) or not math.isfinite(v) or not v > low:
+      return f"must be a finite number above {low}"
+    return None
+  return rule
+
+
+def one_of(*choices) -> Rule:
+  def rule(v):
+    return None if v in choices else f"is not one of {', '.join(map(str, choices))}"
+  return rule
+
+
+def _float_list(v) -> Optional[str]:
+  try:
+    values = [float(x) for x in str(v).split(",") if x.strip()]
+  except ValueError:
+    return "must be a comma-separated list of numbers (or empty)"
+  return None if all(math.isfinite(x) for x in values) else "must hold finite numbers"
+
+
+def _ks(v) -> Optional[str]:
+  from hnt_jax.evaluate import parse_ks
+  try:
+    parse_ks(v)
+  except ValueError:
+    return "must be a comma-separated list of positive integers, e.g. 10,20,50"
+  return None
+
+
+def _mesh_size(v) -> Optional[str]:
+  return None if isinstance(v, int) and (v == -1 or v >= 1) else "must be at least 1, or -1 for all devices"
+
+
+def rules() -> dict[str, Rule]:
+  """config key -> its rule. Choices come from the modules that own them."""
+  from hnt_jax.data.load import FORMATS, SPLITS
+  from hnt_jax.evaluate import PROTOCOLS
+  from hnt_jax.graph import DTYPES, PROPAGATION
+  from hnt_jax.models import REGISTRY
+  from hnt_jax.models.hnt.encoder import MODES as ENCODERS
+  from hnt_jax.train.step import OPTIMIZERS
+  share = at_least(0.0, 1.0)
+  return {
+      "seed": at_least(0),
+      "data.format": one_of(*FORMATS), "data.split": one_of(*SPLITS),
+      "data.n_users": at_least(0, MAX_ID), "data.n_items": at_least(0, MAX_ID), "data.id_base": at_least(0),
+      "data.synthetic.n_users": at_least(2, MAX_ID), "data.synthetic.n_items": at_least(2, MAX_ID),
+      "data.synthetic.dim": at_least(1), "data.synthetic.purchases_per_user": above(0),
+      "data.synthetic.hesitations_per_user": at_least(0), "data.synthetic.noise_rate": at_least(0),
+      "data.synthetic.cart_purchase_rate": share, "data.synthetic.cart_hesitation_rate": share,
+      "data.synthetic.heldout_hesitation_prob": share, "data.synthetic.popularity": at_least(0),
+      "data.synthetic.temperature": above(0), "data.synthetic.seed": at_least(0),
+      "model.name": one_of(*sorted(REGISTRY)), "model.embed_dim": at_least(1), "model.n_layers": at_least(0),
+      "model.init_std": above(0), "model.l2": at_least(0), "model.heuristic_weights": _float_list,
+      "model.heuristic_popularity": at_least(0), "model.crgcn_layers": at_least(1),
+      "model.multitask_weight": at_least(0), "model.encoder": one_of(*ENCODERS),
+      "model.sim_dim": at_least(1), "model.gate_temperature": above(0), "model.sim_temperature": above(0),
+      "model.lambda_aux": at_least(0), "model.lambda_hes": at_least(0), "model.lambda_conv": at_least(0),
+      "model.lambda_sim": at_least(0), "model.conv_hidden": at_least(1), "model.conv_batch": at_least(1),
+      "model.conv_embeddings": one_of("all", "auxiliary", "none"), "model.gate_edge_budget": share,
+      "model.hesitation.refresh_every": at_least(1), "model.hesitation.threshold": share,
+      "model.hesitation.size": at_least(1), "model.hesitation.max_candidates": at_least(1),
+      "model.hesitation.beta": at_least(0),
+      "model.hesitation.fusion_pairs": one_of("weak", "auxiliary"),
+      "model.hesitation.fusion_value": one_of("logit", "probability"),
+      "train.epochs": at_least(1), "train.batch_size": at_least(1), "train.optimizer": one_of(*OPTIMIZERS),
+      "train.learning_rate": above(0), "train.weight_decay": at_least(0), "train.eval_every": at_least(1),
+      "train.patience": at_least(0), "train.checkpoint_every": at_least(1),
+      "train.time_limit_minutes": at_least(0), "train.propagation": one_of(*PROPAGATION),
+      "train.propagation_dtype": one_of(*DTYPES),
+      "eval.protocol": one_of(*PROTOCOLS), "eval.ks": _ks, "eval.chunk_cells": at_least(0),
+      "eval.n_negatives": at_least(1), "eval.sample_seed": at_least(0),
+      "mesh.data": _mesh_size, "mesh.model": at_least(1), "mesh.distributed": one_of("auto", "on", "off"),
+      "experiments.published_epochs": at_least(1),
+  }
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
+_ABSENT = object()
+
+
+def validate(config) -> None:
+  """Raises a ConfigError naming the first bad setting (`--config.key=value: what is wrong`)."""
+  from hnt_jax.data.load import parse_behaviors
+  for key, rule in rules().items():
+    value = _get(config, key)
+    if value is _ABSENT:
+      continue
+    problem = rule(value)
+    if problem:
+      raise ConfigError(f"--config.{key}={value!r} {problem}")
+  parse_behaviors(config.data)
+  select_metric(config)
+
+
+def select_metric(config) -> str:
+  """`train.select_metric`, which must be hr@K, ndcg@K or recall@K with K in `eval.ks`."""
+  from hnt_jax.evaluate import parse_ks
+  metric = config.train.select_metric
+  name, _, k = metric.partition("@")
+  if name not in ("hr", "ndcg", "recall") or not k.isdigit() or int(k) not in parse_ks(config.eval.ks):
+    raise ConfigError(f"train.select_metric={metric!r} must be hr@K, ndcg@K or recall@K with K in "
+                      f"eval.ks={config.eval.ks!r}")
+  return metric

@@ -56,6 +56,8 @@ def _tokenize(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """
   with open(path, "rb") as f:
     data = f.read()
+  if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (saved by some editors): read as spaces
+    data = b"   " + data[3:]
   buf = np.frombuffer(data, dtype=np.uint8)
   if buf.shape[0] == 0:
     return (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.int64),)
@@ -139,16 +141,44 @@ def _allowed_pickle_classes() -> dict[tuple[str, str], object]:
       ("numpy", "ndarray"): np.ndarray,
       ("numpy", "dtype"): np.dtype,
   }
+  from numpy._core import numeric
   for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     allowed[(mod, "_reconstruct")] = multiarray._reconstruct
     allowed[(mod, "scalar")] = multiarray.scalar
+  for mod in ("numpy.core.numeric", "numpy._core.numeric"):  # protocol 5: an array from its bytes
+    allowed[(mod, "_frombuffer")] = numeric._frombuffer
   for mod in ("scipy.sparse.csr", "scipy.sparse._csr"):
     allowed[(mod, "csr_matrix")] = sp.csr_matrix
   for mod in ("scipy.sparse.coo", "scipy.sparse._coo"):
     allowed[(mod, "coo_matrix")] = sp.coo_matrix
   for mod in ("scipy.sparse.csc", "scipy.sparse._csc"):
     allowed[(mod, "csc_matrix")] = sp.csc_matrix
+  # protocols 0-2 (and Python 2 pickles) rebuild objects through copyreg and bytes through codecs: both
+  # are allowed only as guarded wrappers that accept the classes above and the latin-1 codec
+  classes = tuple(v for v in allowed.values() if isinstance(v, type))
+  for mod in ("copy_reg", "copyreg"):
+    allowed[(mod, "_reconstructor")] = _guarded_reconstructor(classes)
+  for mod in ("__builtin__", "builtins"):
+    allowed[(mod, "object")] = object
+  allowed[("_codecs", "encode")] = _latin1_encode
   return allowed
+
+
+def _guarded_reconstructor(classes: tuple[type, ...]):
+  import copyreg
+
+  def reconstruct(cls, base, state):
+    if cls not in classes or base not in (object,) + classes:
+      raise pickle.UnpicklingError(f"refusing to rebuild {getattr(cls, '__name__', cls)!r}")
+    return copyreg._reconstructor(cls, base, state)
+  return reconstruct
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+  if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() not in (
+      "latin1", "iso88591"):
+    raise pickle.UnpicklingError(f"refusing to decode pickled bytes with codec {encoding!r}")
+  return text.encode("latin-1", errors)
 
 
 class _SafeUnpickler(pickle.Unpickler):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -22,6 +23,8 @@ from hnt_jax.data.errors import ConfigError, DataError, DatasetNotFoundError
 FORMATS = ("pairs", "adjacency", "pickled_csr", "synthetic")
 SPLITS = ("holdout_valid", "published")
 _CACHE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def parse_behaviors(data_cfg) -> tuple[str, ...]:
@@ -78,7 +81,11 @@ def load_dataset(data_cfg) -> Dataset:
       pass
   ds = _read(data_cfg, behaviors, paths)
   if data_cfg.use_cache:
-    _save_cache(ds, cache_path)
+    try:
+      _save_cache(ds, cache_path)
+    except OSError as e:  # the cache only saves time: a folder that cannot be written is no error
+      log.warning("cannot write the processed-data cache %s (%s); set data.cache_dir or HNT_CACHE_DIR to a "
+                  "writable folder to load faster next time", cache_path, e.strerror or e)
   return ds
 
 
@@ -94,7 +101,14 @@ def _source_paths(data_cfg, folder: str, behaviors) -> dict[str, str]:
     if name:
       paths[role] = os.path.join(folder, name)
   for role, path in paths.items():
+    if os.path.isdir(path):
+      raise DataError(f"expected a file ({role}), found a directory", path)
     if os.path.isfile(path):
+      try:
+        with open(path, "rb"):
+          pass
+      except OSError as e:
+        raise DataError(f"cannot read the file ({e.strerror})", path) from None
       continue
     if role == behaviors[-1]:
       what, hint = f"target behavior {role!r}", "the target behavior cannot be dropped"
@@ -128,9 +142,9 @@ def _declared_totals(data_cfg, paths, parts) -> tuple[int, int]:
     except (ValueError, KeyError, TypeError) as e:
       raise DataError(f'expected JSON {{"user": M, "item": N}} ({type(e).__name__}: {e})', path) from None
   if not n_users:
-    n_users = max((int(x.users.max()) + 1 for x in parts if len(x)), default=0)
+    n_users = validate.inferred_total(parts, "users", "n_users")
   if not n_items:
-    n_items = max((int(x.items.max()) + 1 for x in parts if len(x)), default=0)
+    n_items = validate.inferred_total(parts, "items", "n_items")
   return n_users, n_items
 
 
@@ -172,6 +186,9 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
   info: dict[str, Any] = dict(split=data_cfg.split, duplicates=duplicates,
                               sources={role: p for role, p in paths.items()})
   valid = None
+  for split, name in (("valid", "validation"), ("test", "test")):
+    if split in raw:
+      validate.check_split_not_empty(raw[split], name)
   if "valid" in raw:
     valid, duplicates["valid"] = validate.to_binary_csr(raw["valid"], n_users, n_items)
     overlap = validate.pairs_in(raw["valid"], train[target])
@@ -185,6 +202,8 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
     elif overlap.any() and not data_cfg.valid_inside_train:
       validate.check_no_leakage(raw["valid"], train[target], "validation", paths[target])
   test, duplicates["test"] = validate.to_binary_csr(raw["test"], n_users, n_items)
+  if valid is not None:
+    validate.check_disjoint(raw["test"], valid, paths["valid"])
   validate.check_no_leakage(raw["test"], train[target], "test", paths[target])
   info["users_without_test"] = int(n_users - np.count_nonzero(np.diff(test.indptr)))
   return Dataset(name=data_cfg.name, n_users=n_users, n_items=n_items, behaviors=behaviors,
@@ -207,8 +226,12 @@ def _save_cache(ds: Dataset, path: str) -> None:
   arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  try:
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _load_cache(path: str) -> Dataset:

@@ -21,9 +21,14 @@ def to_zero_based(x: Interactions, id_base: int) -> Interactions:
 
 
 def check_in_range(x: Interactions, n_users: int, n_items: int, id_base: int) -> None:
-  """Every 0-based id must be below the declared totals."""
+  """Every 0-based id must be at least 0 and below the declared totals."""
   if len(x) == 0:
     return
+  negative = (x.users < 0) | (x.items < 0)
+  if negative.any():
+    k = int(np.argmax(negative))
+    raise DataError(f"negative id: user {x.users[k] + id_base}, item {x.items[k] + id_base}", x.path,
+                    _line(x, k))
   bad = (x.users >= n_users) | (x.items >= n_items)
   if bad.any():
     k = int(np.argmax(bad))
@@ -37,6 +42,50 @@ def check_not_empty(x: Interactions, behavior: str) -> None:
   if len(x) == 0:
     raise DataError(f"behavior {behavior!r} has no interactions; drop it from data.behaviors",
                     x.path)
+
+
+def check_split_not_empty(x: Interactions, split_name: str) -> None:
+  if len(x) == 0:
+    raise DataError(f"the {split_name} split has no pairs: there would be nothing to evaluate", x.path)
+
+
+def check_disjoint(test: Interactions, valid: sp.csr_matrix, valid_path: str) -> None:
+  """A test pair that is also a validation pair means model selection sees the test answers."""
+  both = pairs_in(test, valid)
+  if both.any():
+    k = int(np.argmax(both))
+    raise DataError(
+        f"{int(both.sum())} of {len(test)} test pair(s) are also validation pairs in {valid_path}: model "
+        f"selection would see the test answers; first: user {test.users[k]}, item {test.items[k]} (0-based)",
+        test.path, _line(test, k))
+
+
+# An inferred total (the largest id + 1) may exceed the distinct ids by this factor before the largest
+# id is taken for a typo: ids are expected to be near-dense, and every missing id still costs memory.
+SPARSE_ID_FACTOR = 100
+SPARSE_ID_FLOOR = 1_000_000
+
+
+def inferred_total(parts: list[Interactions], axis: str, declare: str) -> int:
+  """The number of users (`axis="users"`) or items implied by the largest id in `parts`: an id far beyond
+  all the others is reported with its file and line instead of sizing the matrices after it."""
+  arrays = [(getattr(x, axis), x) for x in parts if len(x)]
+  if not arrays:
+    return 0
+  top_value, top = max(((int(a.max()), x) for a, x in arrays), key=lambda t: t[0])
+  total = top_value + 1
+  if total <= SPARSE_ID_FLOOR:
+    return total
+  distinct = np.unique(np.concatenate([a for a, _ in arrays])).shape[0]
+  if total > SPARSE_ID_FACTOR * distinct or total > 2 ** 31 - 1:
+    ids = getattr(top, axis)
+    k = int(np.argmax(ids == top_value))
+    noun = axis[:-1]
+    raise DataError(
+        f"{noun} id {top_value} would make {total:,} {axis} for only {distinct:,} distinct {noun} ids; "
+        f"fix the id, or declare the total with --config.data.{declare}=N if it is genuine",
+        top.path, _line(top, k))
+  return total
 
 
 def to_binary_csr(x: Interactions, n_users: int, n_items: int) -> tuple[sp.csr_matrix, int]:

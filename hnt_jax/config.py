@@ -152,8 +152,15 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path} does not exist")
   module_spec = importlib.util.spec_from_file_location("_hnt_config", path)
+  if module_spec is None:
+    raise ConfigError(f"config file {path} is not a Python file (configs/*.py define get_config())")
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"config file {path}:{e.lineno}: {e.msg}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config file {path} does not define get_config() (see configs/default.py)")
   return module.get_config(arg) if arg else module.get_config()
 
 

@@ -18,23 +18,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hnt_jax.data.errors import ConfigError, DataError
+from hnt_jax.data.errors import ConfigError, DataError, WorkdirError
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  from hnt_jax.train.records import read_json
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{path} not found: is {workdir} a training workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  if not os.path.isfile(path):
+    raise WorkdirError(f"no config.json: is {workdir} a training workdir?", workdir)
+  return ml_collections.ConfigDict(read_json(path))
 
 
 def recommend(workdir: str, users: Sequence[int], k: int = 10) -> list[dict]:
-  """Rows (user, rank, item, score, auxiliary behaviors) for each user (original ids)."""
+  """Rows (user, rank, item, score, auxiliary behaviors) for each user (original ids): the user's top `k`
+  items among those they have not bought in training (fewer when fewer are left)."""
   from hnt_jax.train.loop import Run, load_trained_params
 
+  if k < 1:
+    raise ConfigError(f"--k {k}: must be at least 1")
   run = Run(load_run_config(workdir))
   ds = run.ds
+  if k > ds.n_items:
+    raise ConfigError(f"--k {k}: {ds.name} has only {ds.n_items} items")
   internal = np.asarray(users, np.int64) - ds.id_base
   bad = (internal < 0) | (internal >= ds.n_users)
   if bad.any():
@@ -50,6 +55,8 @@ def recommend(workdir: str, users: Sequence[int], k: int = 10) -> list[dict]:
   rows = []
   for r, user in enumerate(internal):
     for rank, (item, score) in enumerate(zip(top_items[r], top_scores[r]), 1):
+      if not np.isfinite(score):  # a purchased item: the user has fewer than k candidates
+        break
       aux = [b for b in ds.auxiliary if ds.train[b][user, item]]
       rows.append({"user": int(user) + ds.id_base, "rank": rank, "item": int(item) + ds.id_base,
                    "score": float(score), "auxiliary": aux, "checkpoint_epoch": epoch})
@@ -61,13 +68,17 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--users", required=True, help="comma-separated user ids (original ids)")
-  parser.add_argument("--k", type=int, default=10)
+  parser.add_argument("--k", type=int, default=10, help="items per user (at least 1)")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   args = parser.parse_args(argv)
   try:
     users = [int(x) for x in args.users.split(",") if x.strip()]
   except ValueError:
     parser.error(f"--users {args.users!r}: expected comma-separated integers")
+  if not users:
+    parser.error("--users: give at least one user id")
+  if args.k < 1:
+    parser.error(f"--k {args.k}: must be at least 1")
   rows = recommend(args.workdir, users, args.k)
   if args.json:
     print(json.dumps(rows, indent=2))

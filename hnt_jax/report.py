@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hnt_jax.config import INVOCATION_KEYS, flatten
+from hnt_jax.train.records import read_json, read_jsonl
 
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
 
@@ -31,16 +32,26 @@ def find_runs(paths: Sequence[str]) -> list[str]:
 
 
 def load_run(workdir: str) -> dict[str, Any]:
-  with open(os.path.join(workdir, "results.json")) as f:
-    results = json.load(f)
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  history = []
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      history = [json.loads(line) for line in f if line.strip()]
+  """A run's results, config and metric history; a damaged file is a WorkdirError naming it."""
+  results = read_json(os.path.join(workdir, "results.json"))
+  config = read_json(os.path.join(workdir, "config.json"))
+  history = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   return {"workdir": workdir, "results": results, "config": config, "history": history}
+
+
+def one_per_seed(runs: list[dict]) -> list[dict]:
+  """Drops a second run of the same setting and seed (a copied workdir), with a warning naming both:
+  averaging copies would report a spread that no second seed produced."""
+  kept, seen = [], {}
+  for r in runs:
+    key = (group_key(r["config"]), r["results"].get("seed"))
+    if key in seen:
+      print(f"warning: {r['workdir']} repeats the setting and seed {key[1]} of {seen[key]}; counted once",
+            file=sys.stderr)
+      continue
+    seen[key] = r["workdir"]
+    kept.append(r)
+  return kept
 
 
 # keys that do not make a setting: runs that differ only in these are seeds of one setting
@@ -147,7 +158,7 @@ def main(argv=None) -> int:
   if not paths:
     print(f"error: no finished runs (results.json) under {', '.join(args.dirs)}", file=sys.stderr)
     return 2
-  runs = [load_run(p) for p in paths]
+  runs = one_per_seed([load_run(p) for p in paths])
   text = table(runs)
   for group in ("observed", "unobserved"):
     if any(f"{group}/hr@10" in r["results"].get("test", {}) for r in runs):
@@ -163,4 +174,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from hnt_jax.run import main_with_clean_errors
+  main_with_clean_errors(lambda: sys.exit(main()))

@@ -143,34 +143,66 @@ def download(name: str, dest: str, mirror: str = "", timeout: float = 60.0) -> l
   s = SOURCES[name]
   if not s.fetchable:
     raise DownloadError(f"{name}: no verified public files to fetch. {s.manual.replace('DEST', dest)}")
-  folder = os.path.join(dest, s.subdir)
-  os.makedirs(folder, exist_ok=True)
+  folder = os.path.abspath(os.path.join(dest, s.subdir))
+  created = _first_missing(folder)  # the outermost folder this download creates, if any
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise DownloadError(f"cannot create {folder} ({e.strerror}); choose a writable --dest") from None
   base = f"{mirror.rstrip('/')}/{s.subdir}/" if mirror else s.base_url
-  paths = []
-  for file, expected in sorted(s.sha256.items()):
-    path = os.path.join(folder, file)
-    if os.path.exists(path) and sha256_of(path) == expected:
-      paths.append(path)
-      continue
-    url = base + file
+  try:
+    return [_fetch(base + file, os.path.join(folder, file), expected, timeout)
+            for file, expected in sorted(s.sha256.items())]
+  except DownloadError:
+    if created:  # folders made for this download and left empty by its failure are removed
+      _remove_empty_dirs(folder, top=created)
+    raise
+
+
+def _fetch(url: str, path: str, expected: str, timeout: float) -> str:
+  """Downloads `url` to `path` unless a file with the `expected` sha256 is there; a wrong sum is never kept."""
+  if os.path.exists(path) and sha256_of(path) == expected:
+    return path
+  folder, file = os.path.split(path)
+  try:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.")
-    h = hashlib.sha256()
-    try:
-      with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-        for block in iter(lambda: resp.read(1 << 20), b""):
-          h.update(block)
-          out.write(block)
-      if h.hexdigest() != expected:
-        raise DownloadError(f"{url}: sha256 {h.hexdigest()} does not match the published {expected}; "
-                            "the file was not kept")
-      os.replace(tmp, path)
-    except OSError as e:
-      raise DownloadError(f"{url}: download failed ({e})") from None
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-    paths.append(path)
-  return paths
+  except OSError as e:
+    raise DownloadError(f"cannot write into {folder} ({e.strerror}); choose a writable --dest") from None
+  h = hashlib.sha256()
+  try:
+    with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+      for block in iter(lambda: resp.read(1 << 20), b""):
+        h.update(block)
+        out.write(block)
+    if h.hexdigest() != expected:
+      raise DownloadError(f"{url}: sha256 {h.hexdigest()} does not match the published {expected}; "
+                          "the file was not kept")
+    os.replace(tmp, path)
+  except OSError as e:
+    raise DownloadError(f"{url}: download failed ({e})") from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _first_missing(folder: str) -> Optional[str]:
+  """The outermost of `folder` and its parents that does not exist yet (None when `folder` exists)."""
+  if os.path.isdir(folder):
+    return None
+  top = folder
+  while not os.path.exists(os.path.dirname(top)):
+    top = os.path.dirname(top)
+  return top
+
+
+def _remove_empty_dirs(folder: str, top: str) -> None:
+  """Removes `folder` and its parents up to and including `top` while they are empty."""
+  while os.path.isdir(folder) and not os.listdir(folder):
+    os.rmdir(folder)
+    if folder == top:
+      break
+    folder = os.path.dirname(folder)
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,11 @@ def test_wrong_sum_is_rejected_and_not_kept(server, tmp_path, monkeypatch):
   dest = tmp_path / "data"
   with pytest.raises(download.DownloadError, match="does not match"):
     download.download("toy", str(dest), mirror=server)
-  assert list((dest / "toy").iterdir()) == []
+  assert not dest.exists()  # no file kept, and no empty folder left behind
+  (dest / "toy").mkdir(parents=True)
+  with pytest.raises(download.DownloadError, match="does not match"):
+    download.download("toy", str(dest), mirror=server)
+  assert list((dest / "toy").iterdir()) == []  # a folder that was there before stays
 
 
 def test_missing_file_on_server_is_a_clear_error(server, tmp_path, monkeypatch):
@@ -54,6 +58,18 @@ def test_missing_file_on_server_is_a_clear_error(server, tmp_path, monkeypatch):
       name="toy", subdir="toy", provenance="test", base_url="http://unused/", sha256={"zzz.txt": sha("")}))
   with pytest.raises(download.DownloadError, match="download failed"):
     download.download("toy", str(tmp_path / "d"), mirror=server)
+
+
+def test_no_network_unknown_name_and_unwritable_dest_are_one_line(tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(download.SOURCES, "toy", download.Source(
+      name="toy", subdir="toy", provenance="test", base_url="http://127.0.0.1:9/", sha256={"a.txt": sha("")}))
+  assert download.main(["toy", "--dest", str(tmp_path / "d")]) == 1  # nothing listens on port 9
+  assert "download failed" in capsys.readouterr().err and not (tmp_path / "d").exists()
+  assert download.main(["nope", "--dest", str(tmp_path)]) == 1
+  assert "unknown dataset 'nope'; known:" in capsys.readouterr().err
+  (tmp_path / "file").write_text("")
+  assert download.main(["toy", "--dest", str(tmp_path / "file")]) == 1
+  assert "cannot create" in capsys.readouterr().err
 
 
 def test_manual_datasets_explain_how_to_get_them(tmp_path):

@@ -10,12 +10,14 @@ _API = {
     # configuration
     "base_config": "hnt_jax.config",
     "load_config": ("hnt_jax.config", "load_config_file"),
+    "validate_config": ("hnt_jax.config_checks", "validate"),
     # data
     "Dataset": "hnt_jax.data.dataset",
     "load_dataset": "hnt_jax.data.load",
     "synthetic_dataset": ("hnt_jax.data.synthetic", "generate"),
     "DataError": "hnt_jax.data.errors",
     "ConfigError": "hnt_jax.data.errors",
+    "WorkdirError": "hnt_jax.data.errors",
     # graphs
     "Graphs": "hnt_jax.graph",
     "BehaviorGraph": "hnt_jax.graph",

@@ -51,13 +51,8 @@ def check_split_not_empty(x: Interactions, split_name: str) -> None:
 
 def check_disjoint(test: Interactions, valid: sp.csr_matrix, valid_path: str) -> None:
   """A test pair that is also a validation pair means model selection sees the test answers."""
-  both = pairs_in(test, valid)
-  if both.any():
-    k = int(np.argmax(both))
-    raise DataError(
-        f"{int(both.sum())} of {len(test)} test pair(s) are also validation pairs in {valid_path}: model "
-        f"selection would see the test answers; first: user {test.users[k]}, item {test.items[k]} (0-based)",
-        test.path, _line(test, k))
+  _refuse_shared(test, valid, f"of {len(test)} test pair(s) are also validation pairs in {valid_path}: "
+                 "model selection would see the test answers")
 
 
 # An inferred total (the largest id + 1) may exceed the distinct ids by this factor before the largest
@@ -109,13 +104,17 @@ def pairs_in(x: Interactions, mat: sp.csr_matrix) -> np.ndarray:
 def check_no_leakage(heldout: Interactions, train_target: sp.csr_matrix, split_name: str,
                      train_path: str) -> None:
   """A held-out pair that is also a training target pair would be masked out of ranking: an error."""
-  leak = pairs_in(heldout, train_target)
-  if leak.any():
-    k = int(np.argmax(leak))
-    raise DataError(
-        f"{int(leak.sum())} {split_name} pair(s) also appear in the training target {train_path} "
-        f"(leakage), first: user {heldout.users[k]}, item {heldout.items[k]} (0-based)",
-        heldout.path, _line(heldout, k))
+  _refuse_shared(heldout, train_target,
+                 f"{split_name} pair(s) also appear in the training target {train_path} (leakage)")
+
+
+def _refuse_shared(x: Interactions, mat: sp.csr_matrix, what: str) -> None:
+  """A DataError at the first pair of `x` that is non-zero in `mat`: "<count> <what>; first: ..."."""
+  shared = pairs_in(x, mat)
+  if shared.any():
+    k = int(np.argmax(shared))
+    raise DataError(f"{int(shared.sum())} {what}; first: user {x.users[k]}, item {x.items[k]} (0-based)",
+                    x.path, _line(x, k))
 
 
 def _line(x: Interactions, k: int):

@@ -112,6 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
   train.select_metric = "ndcg@10"  # validation metric for early stopping and the best checkpoint
   train.checkpoint_every = 5  # epochs between resumable checkpoints (also after every evaluation)
   train.progress = True  # progress bar
+  train.tensorboard = True  # TensorBoard event files in the workdir (tensorboardX)
   train.time_limit_minutes = 0.0  # stop (resumably) after the epoch that passes this wall time; 0: none
   # graph propagation: "auto" (SciPy CSR on the CPU backend, BCOO on accelerators), "bcoo" or "host"
   train.propagation = "auto"
@@ -224,7 +225,8 @@ def check_command_line(argv: Sequence[str]) -> None:
 
 # keys that describe one invocation, not the run: a run may resume with other values (other devices, a
 # time limit, no progress bar) and stays the same run
-INVOCATION_KEYS = ("train.progress", "train.time_limit_minutes", "mesh.data", "mesh.model", "mesh.distributed")
+INVOCATION_KEYS = ("train.progress", "train.tensorboard", "train.time_limit_minutes", "mesh.data", "mesh.model",
+                   "mesh.distributed")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -29,7 +29,7 @@ DATA, MODEL = "data", "model"
 _INITIALIZED = False
 
 
-def _multi_process_environment() -> bool:
+def multi_process_environment() -> bool:
   """Whether a launcher set up several processes (coordinator address, or several Cloud TPU workers)."""
   if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"):
     return True
@@ -46,7 +46,7 @@ def maybe_initialize(mesh_cfg) -> bool:
     raise ConfigError(f"mesh.distributed={mode!r} is not one of auto, on, off")
   if _INITIALIZED:
     return True
-  if mode == "on" or (mode == "auto" and _multi_process_environment()):
+  if mode == "on" or (mode == "auto" and multi_process_environment()):
     jax.distributed.initialize()
     _INITIALIZED = True
     log.info("jax.distributed initialized: process %d of %d", jax.process_index(), jax.process_count())

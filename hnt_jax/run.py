@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable, Optional
 
@@ -43,7 +44,8 @@ def train(config, workdir: Optional[str]) -> int:
   from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
 
   if not workdir:
-    raise ConfigError("training needs --workdir DIR (checkpoints, metrics and results go there)")
+    workdir = default_workdir(config)
+    print(f"workdir: {workdir} (to resume this run: --workdir {workdir})")
   try:
     results = train_and_evaluate(config, workdir)
   except TrainingDiverged as e:
@@ -52,6 +54,18 @@ def train(config, workdir: Optional[str]) -> int:
   print(format_results(results))
   print(f"results: {workdir}/results.json")
   return 0
+
+
+def default_workdir(config, root: str = "runs") -> str:
+  """`runs/<dataset>/<model>-<YYYYmmdd-HHMMSS>` under the current folder: where a run goes without
+  --workdir. Several processes of one run cannot agree on a clock reading, so they must name it."""
+  import time
+
+  from hnt_jax import distributed
+  if distributed.multi_process_environment():
+    raise ConfigError("a run of several processes needs --workdir DIR, the same folder for every process")
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  return os.path.join(root, str(config.data.name), f"{config.model.name}-{stamp}")
 
 
 def format_results(results: dict) -> str:

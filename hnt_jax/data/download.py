@@ -17,6 +17,8 @@ import tempfile
 import urllib.request
 from typing import Optional
 
+from hnt_jax import folders
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -144,7 +146,7 @@ def download(name: str, dest: str, mirror: str = "", timeout: float = 60.0) -> l
   if not s.fetchable:
     raise DownloadError(f"{name}: no verified public files to fetch. {s.manual.replace('DEST', dest)}")
   folder = os.path.abspath(os.path.join(dest, s.subdir))
-  created = _first_missing(folder)  # the outermost folder this download creates, if any
+  created = folders.first_missing(folder)  # the outermost folder this download creates, if any
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as e:
@@ -155,7 +157,7 @@ def download(name: str, dest: str, mirror: str = "", timeout: float = 60.0) -> l
             for file, expected in sorted(s.sha256.items())]
   except DownloadError:
     if created:  # folders made for this download and left empty by its failure are removed
-      _remove_empty_dirs(folder, top=created)
+      folders.remove_empty(folder, top=created)
     raise
 
 
@@ -184,25 +186,6 @@ def _fetch(url: str, path: str, expected: str, timeout: float) -> str:
     if os.path.exists(tmp):
       os.remove(tmp)
   return path
-
-
-def _first_missing(folder: str) -> Optional[str]:
-  """The outermost of `folder` and its parents that does not exist yet (None when `folder` exists)."""
-  if os.path.isdir(folder):
-    return None
-  top = folder
-  while not os.path.exists(os.path.dirname(top)):
-    top = os.path.dirname(top)
-  return top
-
-
-def _remove_empty_dirs(folder: str, top: str) -> None:
-  """Removes `folder` and its parents up to and including `top` while they are empty."""
-  while os.path.isdir(folder) and not os.listdir(folder):
-    os.rmdir(folder)
-    if folder == top:
-      break
-    folder = os.path.dirname(folder)
 
 
 def main(argv=None) -> int:

@@ -132,8 +132,9 @@ class Run:
 
 
 def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, sampler,
-              key: jax.Array, mesh=None) -> tuple[TrainState, float, bool]:
-  """One epoch of `train_step` over a fresh sample from `key`: (state, mean loss, all steps finite).
+              key: jax.Array, mesh=None) -> tuple[TrainState, dict[str, float], bool]:
+  """One epoch of `train_step` over a fresh sample from `key`: (state, the mean over steps of the loss and
+  of each of its parts, all steps finite).
 
   On a mesh each batch is split over `data`; every process samples the same epoch from the same key and
   transfers only its devices' share of each batch."""
@@ -143,14 +144,16 @@ def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, 
     batches = jax.device_get(batches)
     split = distributed.rows_sharding(mesh)
   step_keys = jax.random.split(k_steps, sampler.steps)
-  loss_sum, finite = jnp.float32(0.0), jnp.bool_(True)
+  sums, finite = None, jnp.bool_(True)
   for s in range(sampler.steps):
     batch = {k: v[s] for k, v in batches.items()}
     if mesh is not None:
       batch = {k: distributed.put_global(v, split) for k, v in batch.items()}
     state, metrics = train_step(state, model_state, graphs, batch, step_keys[s])
-    loss_sum, finite = loss_sum + metrics["loss"], finite & metrics["finite"]
-  return state, float(loss_sum) / sampler.steps, bool(finite)
+    finite = finite & metrics.pop("finite")
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+  means = {k: float(v) / sampler.steps for k, v in jax.device_get(sums).items()}
+  return state, means, bool(finite)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, hooks: Sequence[Hook] = (),
@@ -204,88 +207,105 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
   if main:
     records.truncate_metrics(workdir, int(loop["epoch"]))
 
-  sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
-  train_step = run.train_step(state, extra_loss)
-  refresh_every = run.model.refresh_every
-  base_key = jax.random.PRNGKey(config.seed)
-  epoch_times = []
-  progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress and main)
-  epoch = int(loop["epoch"])
-  time_limit = float(tc.time_limit_minutes) * 60.0
-  out_of_time = False
-  while epoch < tc.epochs and not loop["stopped"] and not out_of_time:
-    epoch += 1
-    t0 = time.time()
-    state, loss, finite = run_epoch(train_step, state, model_state, run.graphs, sampler,
-                                    jax.random.fold_in(base_key, epoch), run.mesh)
-    if not finite or not math.isfinite(loss):
-      last = ckpt.latest.latest_step()
-      ckpt.close()
-      raise TrainingDiverged(
-          f"training produced a non-finite loss, gradient or parameter in epoch {epoch}; stopped. "
-          + (f"The last good checkpoint (epoch {last}) is kept in {os.path.join(workdir, 'checkpoints')}."
-             if last is not None else "No checkpoint had been saved yet.")
-          + " Lower train.learning_rate or check the data.")
-    if refresh_every and epoch % refresh_every == 0:
-      model_state = run.refresh(state.params, model_state)
-    seconds = time.time() - t0
-    epoch_times.append(seconds)
-    record = {"epoch": epoch, "loss": loss, "epoch_seconds": seconds}
-    evaluated = has_valid and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
-    if evaluated:
-      valid = run.evaluate(state.params, model_state, "valid")
-      record["valid"] = valid
-      diagnostics = run.diagnostics(state.params, model_state, "valid")
-      if diagnostics:
-        record["diagnostics"] = diagnostics
-      improved = valid[select] > loop["best_value"]
-      if improved:
-        loop.update(best_value=valid[select], best_epoch=epoch, bad_evals=0)
-      else:
-        loop["bad_evals"] += 1
-        if tc.patience and loop["bad_evals"] >= tc.patience:
-          loop["stopped"] = True
-      if main:
-        records.append_metrics(workdir, record)
-        progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
-            f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
-                       + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
-    loop["epoch"] = epoch
-    # the time limit is a property of this invocation, not of the run: it is not saved, so running the
-    # same command again resumes from here
-    out_of_time = time_limit > 0 and time.time() - t_start > time_limit
-    payload = _payload(state, model_state, loop)
-    if evaluated and loop["best_epoch"] == epoch:
-      ckpt.save_best(epoch, payload)
-    if (evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]
-        or out_of_time):
-      ckpt.save_latest(epoch, payload)
-    progress.update(1)
-    progress.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{sampler.steps / seconds:.1f}")
-    for hook in hooks:
-      hook(epoch, state)
-  progress.close()
-
+  scalars = records.Scalars(workdir, enabled=bool(tc.tensorboard) and main, resume_epoch=int(loop["epoch"]))
   try:
-    best = None
-    if has_valid and int(loop["best_epoch"]) >= 1:
-      best = ckpt.restore_recorded_best(abstract_of(_payload(state, model_state, loop)),
-                                        int(loop["best_epoch"]))
-  finally:
-    ckpt.close()
-  if best is not None:
-    best_epoch, best_payload = best
-    params, model_state = best_payload["params"], best_payload["model_state"]
-  else:  # no validation split: the last epoch is the result
-    best_epoch, params = int(loop["epoch"]), state.params
-  timings = {"setup_seconds": t_setup}
-  if epoch_times:
-    timings["first_epoch_seconds"] = epoch_times[0]
-    timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)
-  status = ("early_stopped" if loop["stopped"] else
-            "time_limit" if out_of_time and epoch < tc.epochs else "completed")
-  return _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=int(loop["epoch"]),
-                 status=status, timings=timings)
+    last_valid = "-"
+    sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
+    train_step = run.train_step(state, extra_loss)
+    refresh_every = run.model.refresh_every
+    base_key = jax.random.PRNGKey(config.seed)
+    epoch_times = []
+    progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress and main)
+    epoch = int(loop["epoch"])
+    time_limit = float(tc.time_limit_minutes) * 60.0
+    out_of_time = False
+    while epoch < tc.epochs and not loop["stopped"] and not out_of_time:
+      epoch += 1
+      t0 = time.time()
+      state, parts, finite = run_epoch(train_step, state, model_state, run.graphs, sampler,
+                                       jax.random.fold_in(base_key, epoch), run.mesh)
+      loss = parts.pop("loss")
+      if not finite or not math.isfinite(loss):
+        last = ckpt.latest.latest_step()
+        ckpt.close()
+        raise TrainingDiverged(
+            f"training produced a non-finite loss, gradient or parameter in epoch {epoch}; stopped. "
+            + (f"The last good checkpoint (epoch {last}) is kept in {os.path.join(workdir, 'checkpoints')}."
+               if last is not None else "No checkpoint had been saved yet.")
+            + " Lower train.learning_rate or check the data.")
+      if refresh_every and epoch % refresh_every == 0:
+        model_state = run.refresh(state.params, model_state)
+      seconds = time.time() - t0
+      epoch_times.append(seconds)
+      record = {"epoch": epoch, "loss": loss, "epoch_seconds": seconds}
+      if parts:
+        record["loss_parts"] = parts
+      scalars.write(epoch, "train", dict(loss=loss, epoch_seconds=seconds,
+                                         steps_per_second=sampler.steps / seconds, **parts))
+      evaluated = has_valid and (epoch % tc.eval_every == 0 or epoch == tc.epochs)
+      if evaluated:
+        valid = run.evaluate(state.params, model_state, "valid")
+        record["valid"] = valid
+        diagnostics = run.diagnostics(state.params, model_state, "valid")
+        if diagnostics:
+          record["diagnostics"] = diagnostics
+        scalars.write(epoch, "valid", valid)
+        scalars.write(epoch, "diagnostics", diagnostics)
+        last_valid = f"{valid[select]:.4f}"
+        improved = valid[select] > loop["best_value"]
+        if improved:
+          loop.update(best_value=valid[select], best_epoch=epoch, bad_evals=0)
+        else:
+          loop["bad_evals"] += 1
+          if tc.patience and loop["bad_evals"] >= tc.patience:
+            loop["stopped"] = True
+        if main:
+          records.append_metrics(workdir, record)
+          progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
+              f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
+                         + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
+      loop["epoch"] = epoch
+      # the time limit is a property of this invocation, not of the run: it is not saved, so running the
+      # same command again resumes from here
+      out_of_time = time_limit > 0 and time.time() - t_start > time_limit
+      payload = _payload(state, model_state, loop)
+      if evaluated and loop["best_epoch"] == epoch:
+        ckpt.save_best(epoch, payload)
+      if (evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]
+          or out_of_time):
+        ckpt.save_latest(epoch, payload)
+        scalars.flush()
+      progress.update(1)
+      progress.set_postfix({"loss": f"{loss:.4f}", f"valid {select}": last_valid,
+                            "steps/s": f"{sampler.steps / seconds:.1f}"})
+      for hook in hooks:
+        hook(epoch, state)
+    progress.close()
+
+    try:
+      best = None
+      if has_valid and int(loop["best_epoch"]) >= 1:
+        best = ckpt.restore_recorded_best(abstract_of(_payload(state, model_state, loop)),
+                                          int(loop["best_epoch"]))
+    finally:
+      ckpt.close()
+    if best is not None:
+      best_epoch, best_payload = best
+      params, model_state = best_payload["params"], best_payload["model_state"]
+    else:  # no validation split: the last epoch is the result
+      best_epoch, params = int(loop["epoch"]), state.params
+    timings = {"setup_seconds": t_setup}
+    if epoch_times:
+      timings["first_epoch_seconds"] = epoch_times[0]
+      timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)
+    status = ("early_stopped" if loop["stopped"] else
+              "time_limit" if out_of_time and epoch < tc.epochs else "completed")
+    out = _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=int(loop["epoch"]),
+                  status=status, timings=timings)
+    scalars.write(best_epoch, "test", out.get("test", {}))  # at the step of the state they measure
+    return out
+  finally:  # also when interrupted: the events so far are kept
+    scalars.close()
 
 
 def _format_diagnostics(diagnostics: dict) -> str:

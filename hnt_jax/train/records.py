@@ -4,6 +4,7 @@
   metrics.jsonl  one JSON line per evaluation, appended; a torn last line (a kill mid-write) is dropped
   results.json   test and validation metrics of the best state, timings, versions, device
   .lock          held (flock) by the run that owns the workdir; a second run on it is refused
+  events.out.tfevents.*  the same scalars for TensorBoard (`tensorboard --logdir runs/`; train.tensorboard)
 
 Whole-file writes go to a temporary file that replaces the old one, so a kill never leaves half a file.
 Provenance (package versions, the source commit, the device) is recorded here too.
@@ -12,13 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 import platform
 import tempfile
+import time
 from typing import Any, Optional
+
+import numpy as np
 
 from hnt_jax.config import INVOCATION_KEYS, flatten
 from hnt_jax.data.errors import ConfigError, WorkdirError
+from hnt_jax.folders import first_missing, remove_empty
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,46 @@ def truncate_metrics(workdir: str, epoch: int) -> None:
   os.replace(tmp, path)
 
 
+class Scalars:
+  """TensorBoard event files in the workdir, written with tensorboardX (no TensorFlow needed): per epoch
+  `train/loss`, each loss part, `train/epoch_seconds` and `train/steps_per_second`; per evaluation
+  `valid/<metric>` and `diagnostics/<name>`; at the end `test/<metric>` at the best epoch (`hr@10` is
+  tagged `hr_at_10`). A resumed run
+  purges the events after the epoch it resumes from, so its curves are those of an uninterrupted run."""
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_epoch: int = 0):
+    self._writer = None
+    if not enabled:
+      return
+    try:
+      from tensorboardX import SummaryWriter
+    except ImportError:
+      log.warning("tensorboardX is not installed (pip install tensorboardX): no TensorBoard events")
+      return
+    # one file per invocation (the suffix keeps two in the same second apart); TensorBoard reads them in
+    # name order, so a resumed run's file comes after the one it continues
+    self._writer = SummaryWriter(logdir=workdir, purge_step=resume_epoch + 1 if resume_epoch else None,
+                                 flush_secs=10, filename_suffix=f".{time.time_ns()}")
+
+  def write(self, step: int, prefix: str, values: dict) -> None:
+    if self._writer is None:
+      return
+    for name, value in values.items():
+      if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        # TensorBoard tags allow letters, digits, "_", "-", "." and "/": hr@10 is written hr_at_10
+        self._writer.add_scalar(f"{prefix}/{name}".replace("@", "_at_"), float(value), step)
+
+  def flush(self) -> None:
+    """Called with every checkpoint: what a resumed run continues from is then on disk too."""
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
 # --- the run's identity: config.json ------------------------------------------------------------------
 
 _MISSING = object()
@@ -131,6 +177,7 @@ class WorkdirLock:
     self._file = None
 
   def __enter__(self) -> "WorkdirLock":
+    self._created = first_missing(self.workdir)  # the outermost folder this run creates, if any
     try:
       os.makedirs(self.workdir, exist_ok=True)
       self._file = open(self.path, "a+")
@@ -163,6 +210,20 @@ class WorkdirLock:
     if self._file is not None:
       self._file.close()  # closing releases the flock
       self._file = None
+      if self._created and _holds_nothing(self.workdir):  # a run that stopped before writing anything
+        os.remove(self.path)
+        for root, dirs, _ in os.walk(self.workdir, topdown=False):
+          for d in dirs:
+            os.rmdir(os.path.join(root, d))
+        remove_empty(self.workdir, self._created)
+
+
+def _holds_nothing(workdir: str) -> bool:
+  """Only the lock file and empty folders: nothing a run wrote."""
+  for root, _, files in os.walk(workdir):
+    if any(not (root == workdir and f == ".lock") for f in files):
+      return False
+  return True
 
 
 # --- provenance ------------------------------------------------------------------------------------------

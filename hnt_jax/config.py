@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   model.heuristic_popularity = 0.5  # heuristic: weight of normalized purchase popularity
   model.crgcn_layers = 1  # crgcn: LightGCN layers per behavior block (one in CRGCN)
   model.multitask_weight = 1.0  # crgcn: weight of the auxiliary behaviors' BPR terms
-  # HNT (METHOD.md); every ablation is a switch here
+  # HNT (docs/method.md); every ablation is a switch here
   model.encoder = "cascade"  # cascade | parallel
   model.residual = False  # cascade: behavior k starts from E_{k-1} + E⁰
   model.use_negative_transfer = True  # False: every gate g_uj = 1 (plain mean fusion)

@@ -1,4 +1,4 @@
-"""Ranking evaluation: the `full` and `sampled` protocols of METHOD.md section 5.
+"""Ranking evaluation: the `full` and `sampled` protocols of docs/method.md section 5.
 
 * `full`: every item is scored for every evaluated user (on device, in chunks of users whose size follows
   `eval.chunk_cells`, not the catalogue size); the user's training target items are masked

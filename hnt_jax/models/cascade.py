@@ -1,4 +1,4 @@
-"""Cascade multi-behavior baselines in the same framework as HNT (METHOD.md section 6).
+"""Cascade multi-behavior baselines in the same framework as HNT (docs/method.md section 6).
 
 CRGCN-style (`crgcn`): cascading residual blocks. Behaviors are visited in cascade order; block k propagates
 its input over behavior k's graph with `n_layers` LightGCN layers (one by default, as in CRGCN) and adds the

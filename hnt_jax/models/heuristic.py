@@ -1,4 +1,4 @@
-"""The weak-signal heuristic of METHOD.md section 6 (no learning).
+"""The weak-signal heuristic of docs/method.md section 6 (no learning).
 
 score(u, i) = Σ_k w_k · [u did auxiliary behavior k on i] + β · popularity(i) / max popularity,
 with w_k rising along the cascade (1, 2, ... by default) and popularity the item's training purchase count.

@@ -16,7 +16,7 @@ def taobao(data_dir, **model):
 
 
 def test_heuristic_lands_at_the_published_floor(data_dir, tmp_path):
-  """METHOD.md section 6: with all of buy.txt in training, HR@10 ≈ 0.27 and NDCG@10 ≈ 0.14."""
+  """docs/method.md section 6: with all of buy.txt in training, HR@10 ≈ 0.27 and NDCG@10 ≈ 0.14."""
   config = taobao(data_dir, name="heuristic")
   config.data.split = "published"
   test = train_and_evaluate(config, str(tmp_path))["test"]

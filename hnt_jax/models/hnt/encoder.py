@@ -1,4 +1,4 @@
-"""Behavior encoder (METHOD.md section 1): LightGCN propagation over each behavior's BCOO adjacency.
+"""Behavior encoder (docs/method.md section 1): LightGCN propagation over each behavior's BCOO adjacency.
 
 `cascade`: behavior k starts from behavior k-1's output (optionally + E⁰ as a residual); `parallel`: every
 behavior starts from E⁰. Each behavior's output is the mean over layers 0..L of Â_k^l · In_k.

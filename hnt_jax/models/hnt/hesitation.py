@@ -1,4 +1,4 @@
-"""Hesitation sets from positive weak signals (METHOD.md section 3).
+"""Hesitation sets from positive weak signals (docs/method.md section 3).
 
 A conversion model c_θ (a small MLP) learns what auxiliary interactions that lead to the target look like:
 converting pairs C are label 1, weak-signal pairs W label 0. Weak-signal pairs that still score high look

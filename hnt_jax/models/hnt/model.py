@@ -1,4 +1,4 @@
-"""HNT: cascade behavior encoder + negative-transfer gating + hesitation sets (METHOD.md sections 1-4).
+"""HNT: cascade behavior encoder + negative-transfer gating + hesitation sets (docs/method.md sections 1-4).
 
   L = L_BPR(target, z) + λ_aux Σ_k L_BPR(k, e^k) + λ_h L_hes + λ_c L_conv + λ_s L_sim + λ_2 ‖E⁰_batch‖² / B
 
@@ -150,7 +150,7 @@ class HNT(Recommender):
   def conversion_logits(self, graphs, emb: HNTEmbeddings, users, items, aux_flags) -> jax.Array:
     """c_θ(x_ui) for pairs of any shape (embeddings under stop_gradient by default).
 
-    `conv_embeddings` picks the embedding products in x_ui: "all" (METHOD.md), "auxiliary" (without
+    `conv_embeddings` picks the embedding products in x_ui: "all" (docs/method.md), "auxiliary" (without
     z_u ⊙ z_i, which memorizes the training purchases that are exactly C's labels) or "none" (flags and
     statistics only)."""
     beh_users, beh_items = emb.beh_users, emb.beh_items

@@ -1,4 +1,4 @@
-"""Negative-transfer suppression in auxiliary fusion (METHOD.md section 2).
+"""Negative-transfer suppression in auxiliary fusion (docs/method.md section 2).
 
 φ(i) = normalize(P e_i^K) is a learned item-similarity space; π_u = normalize(Σ_{i∈R_K(u)} φ(i)) is the
 user's purchase prototype (normalize(P e_u^K) for users without purchases). Every auxiliary edge (u, j) of

@@ -11,7 +11,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from hnt_jax import base_config, train_and_evaluate
+from hnt_jax import Run, base_config, train_and_evaluate
 
 
 def weak_positive_loss(weight: float):
@@ -44,8 +44,10 @@ def main():
   config.data.synthetic.update(n_users=args.users, n_items=args.users * 2 // 3)
   config.model.name = "lightgcn_g"
   config.train.update(epochs=args.epochs, batch_size=512, learning_rate=5e-3, eval_every=5, progress=False)
-  plain = train_and_evaluate(config, f"{args.workdir}/plain")
-  custom = train_and_evaluate(config, f"{args.workdir}/weak_positive", extra_loss=weak_positive_loss(args.weight))
+  run = Run(config, weak_signals=True)  # LightGCN-G itself does not read graphs.weak: ask for it
+  plain = train_and_evaluate(config, f"{args.workdir}/plain", run=run)
+  custom = train_and_evaluate(config, f"{args.workdir}/weak_positive", run=run,
+                              extra_loss=weak_positive_loss(args.weight))
   for name, r in (("LightGCN-G", plain), ("LightGCN-G + weak-positive term", custom)):
     print(f"{name:32s} test HR@10 {r['test']['hr@10']:.4f}  NDCG@10 {r['test']['ndcg@10']:.4f}")
 

@@ -29,9 +29,10 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
-from hnt_jax.graph import behavior_graph, build_graphs, propagate
+from hnt_jax.graph import behavior_graph, propagate
 from hnt_jax.host import host_threads
-from hnt_jax.train.loop import Run, run_epoch
+from hnt_jax.train.loop import run_epoch
+from hnt_jax.train.setup import Run, graphs_from_config
 from hnt_jax.train.records import device_info, versions
 from hnt_jax.train.sampler import make_sampler, sample_epoch
 from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
@@ -169,9 +170,7 @@ def bench_scaling(config, model: str, multiples: Sequence[float], repeats: int, 
     cfg, syn = synthetic(max(2, round(multiple * base_edges / per_user)))
     with cfg.unlocked():
       cfg.train.batch_size = -(-int(syn.train_target.nnz) // steps)
-    run = Run(cfg, ds=syn, graphs=build_graphs(syn, max_candidates=int(cfg.model.hesitation.max_candidates),
-                                               propagation=cfg.train.propagation,
-                                               dtype=cfg.train.propagation_dtype))
+    run = Run(cfg, ds=syn)
     row = bench_model(run, repeats=repeats, epochs=1)
     out.append({"multiple": float(multiple), "users": int(syn.n_users), "items": int(syn.n_items),
                 "edges": sum(int(syn.train[b].nnz) for b in syn.behaviors),
@@ -197,8 +196,7 @@ def bench(config, models: Sequence[str], repeats: int = 5, epochs: int = 2,
   from hnt_jax.data.load import load_dataset
   validate(config)
   ds = load_dataset(config.data)
-  graphs = build_graphs(ds, max_candidates=int(config.model.hesitation.max_candidates),
-                        propagation=config.train.propagation, dtype=config.train.propagation_dtype)
+  graphs = graphs_from_config(config, ds)  # shared by every model (each adds its own tables)
   result = {"device": device_info(), "versions": versions(), "dataset": config.data.name,
             "propagation_mode": config.train.propagation, "models": {}}
   for name in models:
@@ -260,7 +258,7 @@ def main_cli():
   from ml_collections import config_flags
 
   from hnt_jax import config as config_lib
-  from hnt_jax.run import main_with_clean_errors
+  from hnt_jax.cli import main_with_clean_errors
 
   config = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
   models = flags.DEFINE_string("models", "hnt,lightgcn_g", "Comma-separated model names.")

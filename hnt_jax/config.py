@@ -3,14 +3,15 @@
 `configs/*.py` start from `base_config()` and override what differs; command-line overrides
 (`--config.model.embed_dim=128`) may only touch keys that exist here.
 """
+import copy
 import difflib
 import importlib.util
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import ml_collections
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -57,47 +58,19 @@ def base_config() -> ml_collections.ConfigDict:
   syn.temperature = 0.5  # sharpness of the user-item affinity
   syn.seed = 0
 
-  # --- model --------------------------------------------------------------
+  # --- model ---------------------------------------------------------------
+  # Settings shared by the embedding models; a model with settings of its own has a block named after it
+  # (model.hnt, model.crgcn, model.heuristic), built from the module's fields, which hold the one set of
+  # defaults (hnt_jax/models/__init__.py). docs/method.md explains HNT's.
+  from hnt_jax.models import config_blocks
   model = config.model = ml_collections.ConfigDict()
   model.name = "hnt"  # see hnt_jax.models.REGISTRY
   model.embed_dim = 64
   model.n_layers = 2
   model.init_std = 0.1
   model.l2 = 1e-4  # λ_2: weight of ‖E⁰_batch‖² / B
-  model.heuristic_weights = ""  # heuristic: per auxiliary behavior, comma-separated; empty: 1,2,...
-  model.heuristic_popularity = 0.5  # heuristic: weight of normalized purchase popularity
-  model.crgcn_layers = 1  # crgcn: LightGCN layers per behavior block (one in CRGCN)
-  model.multitask_weight = 1.0  # crgcn: weight of the auxiliary behaviors' BPR terms
-  # HNT (docs/method.md); every ablation is a switch here
-  model.encoder = "cascade"  # cascade | parallel
-  model.residual = False  # cascade: behavior k starts from E_{k-1} + E⁰
-  model.use_negative_transfer = True  # False: every gate g_uj = 1 (plain mean fusion)
-  model.use_hesitation = True  # False: no conversion model, no hesitation sets, no L_hes
-  model.use_sim_loss = True  # L_sim, the co-purchase InfoNCE that trains the similarity space
-  model.sim_dim = 64  # d' of the item-similarity space φ
-  model.gate_temperature = 0.2  # τ
-  model.sim_temperature = 0.2  # τ_s
-  model.lambda_aux = 0.0  # λ_aux: BPR on each auxiliary behavior
-  model.lambda_hes = 0.5  # λ_h
-  model.lambda_conv = 0.1  # λ_c
-  model.lambda_sim = 0.1  # λ_s
-  model.conv_hidden = 64  # conversion MLP width
-  model.conv_batch = 1024  # converting and weak-signal pairs sampled per step (each)
-  model.conv_stop_gradient = True  # conversion features use embeddings under stop_gradient
-  model.conv_embeddings = "all"  # embedding products in x_ui: "all" | "auxiliary" (no z_u ⊙ z_i) | "none"
-  # Training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
-  # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge.
-  model.gate_edge_budget = 0.5
-  hes = model.hesitation = ml_collections.ConfigDict()
-  hes.refresh_every = 5  # epochs between hesitation-set refreshes
-  hes.threshold = 0.6  # τ_h
-  hes.size = 8  # m
-  hes.max_candidates = 128  # weak-signal candidates kept per user
-  hes.beta = 0.0  # β: keeps hesitation items below real purchases
-  # hesitation-aware scoring (defaults chosen on validation: Taobao and the planted data; docs/method.md)
-  hes.score_fusion = True  # add α·c_θ(x_ui) to the scores of pairs with auxiliary evidence
-  hes.fusion_pairs = "auxiliary"  # "weak" (candidates C_u) | "auxiliary" (also converting training pairs)
-  hes.fusion_value = "probability"  # "logit" (c_θ) | "probability" (σ(c_θ), a bonus in [0, 1])
+  for block, settings in config_blocks().items():
+    model[block] = ml_collections.ConfigDict(settings)
 
   # --- training -------------------------------------------------------------
   train = config.train = ml_collections.ConfigDict()
@@ -165,23 +138,57 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def resolve(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_collections.ConfigDict, str]:
+  """(the ConfigDict that holds `dotted`'s last part, that part); a key that does not exist is a
+  ConfigError with the closest existing key (`did you mean 'data.behaviors'?`)."""
+  node, parts = config, dotted.split(".")
+  for depth, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = ".".join(parts[:depth]) or "config"
+      known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(part, known, n=1)
+      hint = f"; did you mean {'.'.join(parts[:depth] + close)!r}?" if close else (
+          f"; {where} has: {', '.join(sorted(known))}" if known else "")
+      raise ConfigError(f"config key {dotted!r} does not exist{hint}")
+    if depth < len(parts) - 1:
+      node = node[part]
+  return node, parts[-1]
+
+
 def check_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
   """Every `key.path[=value]` must name an existing key, and the value must fit its type."""
   for override in overrides:
     key, has_value, value = override.partition("=")
-    node = config
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        where = ".".join(parts[:depth]) or "config"
-        known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        close = difflib.get_close_matches(part, known, n=1)
-        hint = f"; did you mean {'.'.join(parts[:depth] + close)!r}?" if close else (
-            f"; {where} has: {', '.join(sorted(known))}" if known else "")
-        raise ConfigError(f"config key {key!r} does not exist{hint}")
-      node = node[part]
-    if has_value and isinstance(node, (bool, int, float)) and not isinstance(node, str):
-      _check_value(key, node, value)
+    node, last = resolve(config, key)
+    current = node[last]
+    if has_value and isinstance(current, (bool, int, float)) and not isinstance(current, str):
+      _check_value(key, current, value)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `config` with `{dotted key: value}` set (a key that does not exist, or a value of the wrong
+  type, is a ConfigError)."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for dotted, value in overrides.items():
+      node, last = resolve(config, dotted)
+      try:
+        node[last] = value
+      except TypeError as e:
+        raise ConfigError(f"config key {dotted!r}: {e}") from None
+  return config
+
+
+def parse_value(text: str) -> Any:
+  """A command-line or grid value as the type it reads as: a boolean, an int, a float, else the string."""
+  if text.lower() in ("true", "false"):
+    return text.lower() == "true"
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
 
 
 def _check_value(key: str, current, value: str) -> None:

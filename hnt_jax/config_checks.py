@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 
 MAX_ID = 2 ** 31 - 1  # user and item totals must fit the int32 indices of the sparse graphs
 
@@ -70,6 +70,7 @@ def rules() -> dict[str, Rule]:
   from hnt_jax.evaluate import PROTOCOLS
   from hnt_jax.graph import DTYPES, PROPAGATION
   from hnt_jax.models import REGISTRY
+  from hnt_jax.models.hnt import model as hnt
   from hnt_jax.models.hnt.encoder import MODES as ENCODERS
   from hnt_jax.train.step import OPTIMIZERS
   share = at_least(0.0, 1.0)
@@ -84,18 +85,19 @@ def rules() -> dict[str, Rule]:
       "data.synthetic.heldout_hesitation_prob": share, "data.synthetic.popularity": at_least(0),
       "data.synthetic.temperature": above(0), "data.synthetic.seed": at_least(0),
       "model.name": one_of(*sorted(REGISTRY)), "model.embed_dim": at_least(1), "model.n_layers": at_least(0),
-      "model.init_std": above(0), "model.l2": at_least(0), "model.heuristic_weights": _float_list,
-      "model.heuristic_popularity": at_least(0), "model.crgcn_layers": at_least(1),
-      "model.multitask_weight": at_least(0), "model.encoder": one_of(*ENCODERS),
-      "model.sim_dim": at_least(1), "model.gate_temperature": above(0), "model.sim_temperature": above(0),
-      "model.lambda_aux": at_least(0), "model.lambda_hes": at_least(0), "model.lambda_conv": at_least(0),
-      "model.lambda_sim": at_least(0), "model.conv_hidden": at_least(1), "model.conv_batch": at_least(1),
-      "model.conv_embeddings": one_of("all", "auxiliary", "none"), "model.gate_edge_budget": share,
-      "model.hesitation.refresh_every": at_least(1), "model.hesitation.threshold": share,
-      "model.hesitation.size": at_least(1), "model.hesitation.max_candidates": at_least(1),
-      "model.hesitation.beta": at_least(0),
-      "model.hesitation.fusion_pairs": one_of("weak", "auxiliary"),
-      "model.hesitation.fusion_value": one_of("logit", "probability"),
+      "model.init_std": above(0), "model.l2": at_least(0),
+      "model.heuristic.weights": _float_list, "model.heuristic.popularity": at_least(0),
+      "model.crgcn.n_layers": at_least(1), "model.crgcn.multitask_weight": at_least(0),
+      "model.hnt.encoder": one_of(*ENCODERS), "model.hnt.sim_dim": at_least(1),
+      "model.hnt.gate_temperature": above(0), "model.hnt.sim_temperature": above(0),
+      "model.hnt.lambda_aux": at_least(0), "model.hnt.lambda_hes": at_least(0),
+      "model.hnt.lambda_conv": at_least(0), "model.hnt.lambda_sim": at_least(0),
+      "model.hnt.conv_hidden": at_least(1), "model.hnt.conv_batch": at_least(1),
+      "model.hnt.conv_embeddings": one_of(*hnt.CONV_EMBEDDINGS), "model.hnt.gate_edge_budget": share,
+      "model.hnt.hes_refresh_every": at_least(1), "model.hnt.hes_threshold": share,
+      "model.hnt.hes_size": at_least(1), "model.hnt.hes_max_candidates": at_least(1),
+      "model.hnt.hes_beta": at_least(0), "model.hnt.fusion_pairs": one_of(*hnt.FUSION_PAIRS),
+      "model.hnt.fusion_value": one_of(*hnt.FUSION_VALUES),
       "train.epochs": at_least(1), "train.batch_size": at_least(1), "train.optimizer": one_of(*OPTIMIZERS),
       "train.learning_rate": above(0), "train.weight_decay": at_least(0), "train.eval_every": at_least(1),
       "train.patience": at_least(0), "train.checkpoint_every": at_least(1),
@@ -123,6 +125,7 @@ _ABSENT = object()
 def validate(config) -> None:
   """Raises a ConfigError naming the first bad setting (`--config.key=value: what is wrong`)."""
   from hnt_jax.data.load import parse_behaviors
+  _check_known_keys(config)
   for key, rule in rules().items():
     value = _get(config, key)
     if value is _ABSENT:
@@ -130,8 +133,30 @@ def validate(config) -> None:
     problem = rule(value)
     if problem:
       raise ConfigError(f"--config.{key}={value!r} {problem}")
-  parse_behaviors(config.data)
+  behaviors = parse_behaviors(config.data)
   select_metric(config)
+  _check_heuristic_weights(config, len(behaviors) - 1)
+
+
+def _check_heuristic_weights(config, n_aux: int) -> None:
+  from hnt_jax.models.heuristic import parse_weights
+  weights = parse_weights(config.model.heuristic.weights)
+  if weights and len(weights) != n_aux:
+    raise ConfigError(f"--config.model.heuristic.weights={config.model.heuristic.weights!r} gives "
+                      f"{len(weights)} weights for the {n_aux} auxiliary behaviors of data.behaviors="
+                      f"{config.data.behaviors!r}")
+
+
+def _check_known_keys(config) -> None:
+  """Every key must be one of the schema's (`base_config()`); only `data.files` is the dataset's own."""
+  import difflib
+
+  from hnt_jax.config import base_config, flatten
+  known = set(flatten(base_config().to_dict()))
+  for key in sorted(flatten(config.to_dict())):
+    if key not in known and not key.startswith("data.files."):
+      close = difflib.get_close_matches(key, known, n=1)
+      raise ConfigError(f"config key {key!r} does not exist" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 def select_metric(config) -> str:

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 DATA, MODEL = "data", "model"

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from hnt_jax import distributed
 from hnt_jax.data.dataset import Dataset
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.graph import user_rows
 
 PROTOCOLS = ("full", "sampled")

@@ -8,13 +8,15 @@ For every behavior b with training matrix R_b (users x items):
 * `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`);
 * `rows`: R_b as `UserRows`, to read the items of a batch of users (masks, candidates, heuristics);
 * `shards`: on a device mesh, `adj` split by rows over the mesh's `data` axis (`distributed.RowShards`);
-  `adj` itself is then dropped, so each device holds only its block of rows.
+  `adj` itself is then dropped, so each device holds only its block of rows;
+* `ops`: the graph's sparse products (`hnt_jax.sparse_ops`), chosen here once: model code calls them and
+  never asks which backend runs.
 
 Everything here is host NumPy turned into device arrays once; models only read it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -25,9 +27,10 @@ from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh
 
 from hnt_jax.data.dataset import Dataset
-from hnt_jax.data.errors import ConfigError
-from hnt_jax import host
-from hnt_jax.distributed import RowShards, row_shards, sharded_matmul
+from hnt_jax.errors import ConfigError
+from hnt_jax import host, sparse_ops
+from hnt_jax.distributed import RowShards, row_shards
+from hnt_jax.signals import WeakSignals
 
 
 @flax.struct.dataclass
@@ -71,6 +74,32 @@ def user_rows(mat: sp.spmatrix) -> UserRows:
                   max_degree=int(degree.max()) if degree.size else 0, n_items=csr.shape[1])
 
 
+def has_item(rows: UserRows, users: jax.Array, items: jax.Array) -> jax.Array:
+  """Whether each (users[b], items[b]) is an entry of `rows` (O(B x max_degree))."""
+  row_items, mask = rows.padded(users)
+  return jnp.any(mask & (row_items == items[:, None]), axis=1)
+
+
+def sample_negatives(key: jax.Array, rows: UserRows, users: jax.Array, n_items: int,
+                     max_rounds: int = 1000) -> jax.Array:
+  """One uniform item per user that is not among the user's `rows` items (redrawn until exact)."""
+  key, sub = jax.random.split(key)
+  neg = jax.random.randint(sub, users.shape, 0, n_items, dtype=jnp.int32)
+
+  def cond(carry):
+    _, neg, rounds = carry
+    return jnp.any(has_item(rows, users, neg)) & (rounds < max_rounds)
+
+  def body(carry):
+    key, neg, rounds = carry
+    key, sub = jax.random.split(key)
+    redraw = jax.random.randint(sub, users.shape, 0, n_items, dtype=jnp.int32)
+    return key, jnp.where(has_item(rows, users, neg), redraw, neg), rounds + 1
+
+  _, neg, _ = jax.lax.while_loop(cond, body, (key, neg, jnp.int32(0)))
+  return neg
+
+
 @flax.struct.dataclass
 class BehaviorGraph:
   adj: Optional[jsparse.BCOO]  # (M+N) x (M+N), symmetric normalized (None when `shards` holds it)
@@ -78,11 +107,8 @@ class BehaviorGraph:
   users: jax.Array  # [E] int32
   items: jax.Array  # [E] int32
   rows: UserRows  # the same matrix, read by batches of users
-  # >= 0: `propagate` multiplies by a host (SciPy CSR) copy of `adj`, the fastest formulation on CPU
-  host_key: int = flax.struct.field(pytree_node=False, default=-1)
-  # >= 0: products with per-edge values over (users, items) run on the host too (`hnt_jax.host`); they take
-  # the incidence's data as 1, so a graph with re-weighted edges drops it (as `influence.weighted_graph` does)
-  edges_key: int = flax.struct.field(pytree_node=False, default=-1)
+  # the graph's sparse products (hnt_jax.sparse_ops: XLA's BCOO, the host's SciPy, row-sharded), chosen once
+  ops: Any = flax.struct.field(pytree_node=False, default=sparse_ops.XlaOps())
   # the dtype `propagate` rounds its input and output to ("bfloat16": the products run in it on device)
   dtype: str = flax.struct.field(pytree_node=False, default="float32")
   shards: Optional[RowShards] = None  # on a device mesh: `adj` split by rows over `data`
@@ -93,41 +119,14 @@ class BehaviorGraph:
 
 
 @flax.struct.dataclass
-class WeakSignals:
-  """Converting (C) and weak-signal (W) auxiliary pairs, per-user weak-signal candidates, statistics.
-
-  Aux flags are float [.., K-1] (which auxiliary behaviors the pair has). `item_stats` holds per item
-  [log(1 + purchases), smoothed share of its auxiliary pairs that converted]; `user_stats` the user's
-  smoothed converted share. Candidates: for each user up to C weak-signal items, those with the most
-  auxiliary behaviors first (ties: lower item id), padded, with a mask. `conv_table_*` holds each user's
-  converting pairs the same way (so that any (user, item) pair's auxiliary flags can be looked up).
-  """
-  conv_users: jax.Array  # [|C|]
-  conv_items: jax.Array
-  conv_aux: jax.Array  # [|C|, K-1]
-  weak_users: jax.Array  # [|W|]
-  weak_items: jax.Array
-  weak_aux: jax.Array  # [|W|, K-1]
-  cand_items: jax.Array  # [M, C] int32 (0 where padded)
-  cand_mask: jax.Array  # [M, C] bool
-  cand_aux: jax.Array  # [M, C, K-1]
-  cand_flat: jax.Array  # [number of real candidates] int32: user * C + slot of each, in order
-  conv_table_items: jax.Array  # [M, C'] int32 (0 where padded)
-  conv_table_mask: jax.Array  # [M, C'] bool
-  conv_table_aux: jax.Array  # [M, C', K-1]
-  item_stats: jax.Array  # [N, 2]
-  user_stats: jax.Array  # [M, 1]
-
-
-@flax.struct.dataclass
 class Graphs:
   """All device-side graph structures of a dataset; a pytree, so it can be passed into `jax.jit`."""
   per_behavior: tuple[BehaviorGraph, ...]
   merged: Optional[BehaviorGraph]  # all behaviors as one graph (LightGCN-G)
-  weak: Optional[WeakSignals]  # multi-behavior datasets only
   behaviors: tuple[str, ...] = flax.struct.field(pytree_node=False)
   n_users: int = flax.struct.field(pytree_node=False)
   n_items: int = flax.struct.field(pytree_node=False)
+  weak: Optional[WeakSignals] = None  # for the models that read them (hnt_jax.signals); else None
 
   def __getitem__(self, behavior: str) -> BehaviorGraph:
     return self.per_behavior[self.behaviors.index(behavior)]
@@ -187,103 +186,32 @@ DTYPES = ("float32", "bfloat16")
 
 def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[Mesh] = None,
                    dtype: str = "float32") -> BehaviorGraph:
-  """The graph of one behavior; with a multi-device `mesh`, propagation is row-sharded over `data`."""
+  """The graph of one behavior and the sparse products it runs (`ops`): row-sharded over the mesh's `data`
+  axis with a multi-device `mesh`, else the host's or XLA's as `propagation` says."""
   if dtype not in DTYPES:
     raise ConfigError(f"train.propagation_dtype={dtype!r} is not one of {', '.join(DTYPES)}")
   inc = incidence(mat)
   adj = normalized_adjacency(mat)
+  edges = dict(incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat), dtype=dtype)
   if mesh is not None:
     idx = np.asarray(adj.indices)
     shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
-    return BehaviorGraph(adj=None, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
-                         rows=user_rows(mat), shards=shards, dtype=dtype)
-  key = edges_key = -1
+    return BehaviorGraph(adj=None, shards=shards, ops=sparse_ops.ShardedOps(), **edges)
+  ops = sparse_ops.XlaOps()
   if _use_host(propagation):
-    idx = np.asarray(adj.indices)
-    key = host.register_matrix(np.asarray(adj.data), idx[:, 0], idx[:, 1], adj.shape)
-    pairs = np.asarray(inc.indices)
-    edges_key = host.register_edges(pairs[:, 0], pairs[:, 1], *inc.shape)
+    idx, pairs = np.asarray(adj.indices), np.asarray(inc.indices)
+    ops = sparse_ops.HostOps(matrix=host.host_matrix(np.asarray(adj.data), idx[:, 0], idx[:, 1], adj.shape),
+                             edges=host.HostEdges(pairs[:, 0], pairs[:, 1], *inc.shape))
   if dtype != "float32":
     adj = jsparse.BCOO((adj.data.astype(dtype), adj.indices), shape=adj.shape, indices_sorted=True,
                        unique_indices=True)
-  return BehaviorGraph(adj=adj, incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1],
-                       rows=user_rows(mat), host_key=key, edges_key=edges_key, dtype=dtype)
+  return BehaviorGraph(adj=adj, ops=ops, **edges)
 
 
-def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-  flags = np.zeros((users.shape[0], len(ds.auxiliary)), np.float32)
-  for k, b in enumerate(ds.auxiliary):
-    flags[:, k] = np.asarray(ds.train[b][users, items]).ravel() != 0
-  return flags
-
-
-def _pairs(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-  mat = sp.csr_matrix(mat)
-  mat.sort_indices()
-  return np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr)), mat.indices.astype(np.int64)
-
-
-def _smoothed_share(converted: np.ndarray, total: np.ndarray, prior: float, strength: float = 5.0):
-  return ((converted + strength * prior) / (total + strength)).astype(np.float32)
-
-
-def _padded_pairs(users: np.ndarray, items: np.ndarray, aux: np.ndarray, m: int, width: int):
-  """Per user, up to `width` of its pairs (most auxiliary behaviors first, then lower item id), padded:
-  (items [M, width] int32, mask [M, width], aux [M, width, K-1])."""
-  strength = aux.sum(axis=1)
-  order = np.lexsort((items, -strength, users))
-  u_sorted = users[order]
-  start = np.searchsorted(u_sorted, np.arange(m))
-  rank = np.arange(order.shape[0]) - start[u_sorted]
-  keep = rank < width
-  out_items = np.zeros((m, width), np.int32)
-  out_mask = np.zeros((m, width), bool)
-  out_aux = np.zeros((m, width, aux.shape[1]), np.float32)
-  rows, cols = u_sorted[keep], rank[keep]
-  out_items[rows, cols] = items[order][keep]
-  out_mask[rows, cols] = True
-  out_aux[rows, cols] = aux[order][keep]
-  return out_items, out_mask, out_aux
-
-
-def _flat_indices(mask: np.ndarray) -> np.ndarray:
-  if mask.size >= 2**31:
-    raise ValueError(f"{mask.shape[0]} users x {mask.shape[1]} candidates do not fit int32 indices; "
-                     "lower model.hesitation.max_candidates")
-  return np.flatnonzero(mask.ravel())
-
-
-def weak_signals(ds: Dataset, max_candidates: int) -> WeakSignals:
-  """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
-  conv_u, conv_i = _pairs(ds.converting_pairs())
-  weak_u, weak_i = _pairs(ds.weak_signal_pairs())
-  conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
-  m, n = ds.n_users, ds.n_items
-  cand_items, cand_mask, cand_aux = _padded_pairs(weak_u, weak_i, weak_aux, m, max_candidates)
-  conv_width = max(1, min(int(max_candidates), int(np.bincount(conv_u, minlength=m).max(initial=0))))
-  conv_items, conv_mask, conv_table_aux = _padded_pairs(conv_u, conv_i, conv_aux, m, conv_width)
-  # conversion statistics from training data
-  aux_item = np.bincount(np.concatenate([conv_i, weak_i]), minlength=n)
-  aux_user = np.bincount(np.concatenate([conv_u, weak_u]), minlength=m)
-  prior = conv_i.shape[0] / max(conv_i.shape[0] + weak_i.shape[0], 1)
-  purchases = np.asarray(ds.train_target.sum(axis=0)).ravel()
-  item_stats = np.stack([np.log1p(purchases).astype(np.float32),
-                         _smoothed_share(np.bincount(conv_i, minlength=n), aux_item, prior)], axis=1)
-  user_stats = _smoothed_share(np.bincount(conv_u, minlength=m), aux_user, prior)[:, None]
-  i32 = lambda x: jnp.asarray(x, jnp.int32)
-  return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
-                     weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
-                     cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
-                     cand_aux=jnp.asarray(cand_aux), cand_flat=i32(_flat_indices(cand_mask)),
-                     conv_table_items=jnp.asarray(conv_items),
-                     conv_table_mask=jnp.asarray(conv_mask), conv_table_aux=jnp.asarray(conv_table_aux),
-                     item_stats=jnp.asarray(item_stats),
-                     user_stats=jnp.asarray(user_stats))
-
-
-def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
-                 propagation: str = "auto", mesh: Optional[Mesh] = None, dtype: str = "float32") -> Graphs:
-  """Device graphs of every behavior of `ds`, of their union (`merged`), and the weak-signal tables.
+def build_graphs(ds: Dataset, merged: bool = True, propagation: str = "auto", mesh: Optional[Mesh] = None,
+                 dtype: str = "float32", weak: Optional[WeakSignals] = None) -> Graphs:
+  """Device graphs of every behavior of `ds` and of their union (`merged`); `weak` (`hnt_jax.signals`) is
+  carried along for the models that read it.
 
   `propagation`: "bcoo" multiplies by the BCOO adjacency on device; "host" by a SciPy CSR copy through a
   callback (several times faster on CPU); "auto" picks "host" on the CPU backend, "bcoo" elsewhere. With a
@@ -294,7 +222,6 @@ def build_graphs(ds: Dataset, merged: bool = True, max_candidates: int = 128,
   if merged:
     total = sum((ds.train[b] for b in ds.behaviors), sp.csr_matrix((ds.n_users, ds.n_items)))
     union = behavior_graph(total, propagation, mesh, dtype)
-  weak = weak_signals(ds, max_candidates) if ds.auxiliary else None
   return Graphs(per_behavior=per, merged=union, weak=weak, behaviors=tuple(ds.behaviors),
                 n_users=ds.n_users, n_items=ds.n_items)
 
@@ -311,8 +238,4 @@ def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
 
 
 def _product(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
-  if graph.shards is not None:
-    return sharded_matmul(graph.shards, x)
-  if graph.host_key >= 0:
-    return host.symmetric_matmul(graph.host_key, x)
-  return graph.adj @ x
+  return graph.ops.propagate(graph, x)

@@ -3,24 +3,24 @@
 On the CPU backend XLA's gathers and scatters are several times slower than SciPy's CSR products and than a
 cache-sized, chunked NumPy row gather; `train.propagation=auto` (CPU) or `host` routes the graph work here:
 
-* `symmetric_matmul(key, x)`: Â · x for a registered symmetric adjacency (LightGCN propagation); its
+* `symmetric_matmul(matrix, x)`: Â · x for a symmetric adjacency (`HostMatrix`; LightGCN propagation); its
   gradient is Â · g.
-* `edge_matmul(key, x, mean)`: R · x (or D⁻¹ R · x, the mean over each user's items) for a registered
-  user-item edge set R; the gradient is Rᵀ · g.
-* `gated_mean(key, phi, protos, emb, delta, temperature, active)`: negative transfer's gated view for every
+* `edge_matmul(edges, x, mean)`: R · x (or D⁻¹ R · x, the mean over each user's items) for a user-item edge
+  set R (`HostEdges`); the gradient is Rᵀ · g.
+* `gated_mean(edges, phi, protos, emb, delta, temperature, active)`: negative transfer's gated view for every
   user, h_u = Σ_j g_uj e_j / Σ_j g_uj with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ), and the gates; the gradient
   reaches φ, π, e and δ (two sampled dense-dense products and four sparse products). With `active` (bool
   [n_users]) only those users' edges are gated and multiplied: other rows of h, and their gates, are 0.
 
 Every product splits its rows into blocks of about equal entries that run on `host_threads()` threads
-(SciPy's product and NumPy's gathers release the GIL). Matrices are registered once, keyed by their content,
-and the key is a static field of the graph, so jitted functions see only arrays and an int.
+(SciPy's product and NumPy's gathers release the GIL). A graph's `HostOps` (`hnt_jax.sparse_ops`) holds its
+`HostMatrix` and `HostEdges` as static fields, so jitted functions see only arrays and those objects, which
+live as long as the graph does.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import functools
-import hashlib
 import os
 from typing import Optional
 
@@ -31,7 +31,6 @@ import scipy.sparse as sp
 
 _MIN_SPLIT_ENTRIES = 1 << 18  # smaller matrices are multiplied in one piece (threads cost more than they save)
 _CHUNK = 8192  # edges per gathered chunk: two [chunk, 64] float32 blocks stay in the L2 cache
-_REGISTRY: dict[int, "HostMatrix | HostEdges"] = {}
 
 
 def host_threads() -> int:
@@ -63,13 +62,6 @@ def _parallel(fn, n: int) -> list:
   return list(_pool(n).map(fn, range(n)))
 
 
-def _register(key_bytes: bytes, build) -> int:
-  key = int.from_bytes(hashlib.sha1(key_bytes).digest()[:7], "little")
-  if key not in _REGISTRY:
-    _REGISTRY[key] = build()
-  return key
-
-
 class HostMatrix:
   """A CSR matrix multiplied by row blocks in parallel."""
 
@@ -91,11 +83,9 @@ class HostMatrix:
     return out
 
 
-def register_matrix(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape) -> int:
-  """Registers a sparse matrix given as COO entries; identical matrices share one entry."""
-  data, rows, cols = (np.ascontiguousarray(a) for a in (data, rows, cols))
-  return _register(b"m" + data.tobytes() + rows.tobytes() + cols.tobytes() + str(shape).encode(),
-                   lambda: HostMatrix(sp.csr_matrix((data, (rows, cols)), shape=shape)))
+def host_matrix(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape) -> HostMatrix:
+  """A sparse matrix given as COO entries, ready for threaded products."""
+  return HostMatrix(sp.csr_matrix((data, (rows, cols)), shape=shape))
 
 
 class HostEdges:
@@ -162,13 +152,6 @@ class HostEdges:
         np.diff(self.indptr) > 0)
 
 
-def register_edges(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> int:
-  """Registers a user-item edge set (sorted by user, as a graph's CSR order)."""
-  users, items = np.ascontiguousarray(users), np.ascontiguousarray(items)
-  return _register(b"e" + users.tobytes() + items.tobytes() + str((n_users, n_items)).encode(),
-                   lambda: HostEdges(users, items, n_users, n_items))
-
-
 def _callback(fn, shapes, *args):
   return jax.pure_callback(fn, shapes, *args, vmap_method="sequential")
 
@@ -179,20 +162,20 @@ def _f32(x) -> np.ndarray:
 
 # --- Â · x, Â symmetric -----------------------------------------------------------------------------------
 
-def _matrix_product(key: int, x: jax.Array) -> jax.Array:
-  return _callback(lambda x: (_REGISTRY[key] @ _f32(x)).astype(x.dtype, copy=False),
+def _matrix_product(matrix: HostMatrix, x: jax.Array) -> jax.Array:
+  return _callback(lambda x: (matrix @ _f32(x)).astype(x.dtype, copy=False),
                    jax.ShapeDtypeStruct(x.shape, x.dtype),
                    x)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def symmetric_matmul(key: int, x: jax.Array) -> jax.Array:
-  """Â · x for a registered symmetric Â; the gradient is Âᵀ · g = Â · g, also on the host."""
-  return _matrix_product(key, x)
+def symmetric_matmul(matrix: HostMatrix, x: jax.Array) -> jax.Array:
+  """Â · x for a symmetric Â; the gradient is Âᵀ · g = Â · g, also on the host."""
+  return _matrix_product(matrix, x)
 
 
-symmetric_matmul.defvjp(lambda key, x: (_matrix_product(key, x), None),
-                        lambda key, _, g: (_matrix_product(key, g),))
+symmetric_matmul.defvjp(lambda matrix, x: (_matrix_product(matrix, x), None),
+                        lambda matrix, _, g: (_matrix_product(matrix, g),))
 
 
 # --- R · x and D⁻¹ R · x ------------------------------------------------------------------------------
@@ -202,19 +185,17 @@ def _edge_data(edges: HostEdges, mean: bool) -> np.ndarray:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 2))
-def edge_matmul(key: int, x: jax.Array, mean: bool = False) -> jax.Array:
-  """R · x ([n_users, d]) for a registered edge set; with `mean`, each row divided by its degree."""
-  return _edge_matmul_fwd(key, x, mean)[0]
+def edge_matmul(edges: HostEdges, x: jax.Array, mean: bool = False) -> jax.Array:
+  """R · x ([n_users, d]) for an edge set; with `mean`, each row divided by its degree."""
+  return _edge_matmul_fwd(edges, x, mean)[0]
 
 
-def _edge_matmul_fwd(key, x, mean):
-  edges = _REGISTRY[key]
+def _edge_matmul_fwd(edges, x, mean):
   shape = jax.ShapeDtypeStruct((edges.shape[0], x.shape[1]), jnp.float32)
   return _callback(lambda x: edges.matmul(_edge_data(edges, mean), _f32(x)), shape, x), None
 
 
-def _edge_matmul_bwd(key, mean, _, g):
-  edges = _REGISTRY[key]
+def _edge_matmul_bwd(edges, mean, _, g):
   shape = jax.ShapeDtypeStruct((edges.shape[1], g.shape[1]), jnp.float32)
   return (_callback(lambda g: edges.rmatmul(_edge_data(edges, mean), _f32(g)), shape, g),)
 
@@ -236,15 +217,14 @@ def _gated_forward(edges: HostEdges, phi, protos, emb, delta, temperature):
   return h.astype(np.float32), gates, norm
 
 
-def gated_mean(key: int, phi: jax.Array, protos: jax.Array, emb: jax.Array, delta: jax.Array,
+def gated_mean(edges: HostEdges, phi: jax.Array, protos: jax.Array, emb: jax.Array, delta: jax.Array,
                temperature: float, active: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
-  """(h [n_users, d], gates [E]) of a registered edge set; see the module docstring. With `active`, the rows
-  of other users and their edges' gates are 0 (their gradients do not flow)."""
-  edges = _REGISTRY[key]
+  """(h [n_users, d], gates [E]) of an edge set; see the module docstring. With `active`, the rows of other
+  users and their edges' gates are 0 (their gradients do not flow)."""
   subset = active is not None
   if not subset:
     active = jnp.ones((edges.shape[0],), bool)
-  return _gated(key, temperature, subset, phi, protos, emb, delta, active)
+  return _gated(edges, temperature, subset, phi, protos, emb, delta, active)
 
 
 def _active_edges(edges: HostEdges, subset: bool, active) -> tuple[HostEdges, Optional[np.ndarray]]:
@@ -252,12 +232,11 @@ def _active_edges(edges: HostEdges, subset: bool, active) -> tuple[HostEdges, Op
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _gated(key, temperature, subset, phi, protos, emb, delta, active):
-  return _gated_fwd(key, temperature, subset, phi, protos, emb, delta, active)[0]
+def _gated(edges, temperature, subset, phi, protos, emb, delta, active):
+  return _gated_fwd(edges, temperature, subset, phi, protos, emb, delta, active)[0]
 
 
-def _gated_fwd(key, temperature, subset, phi, protos, emb, delta, active):
-  edges = _REGISTRY[key]
+def _gated_fwd(edges, temperature, subset, phi, protos, emb, delta, active):
   m, e = edges.shape[0], edges.users.shape[0]
   shapes = (jax.ShapeDtypeStruct((m, emb.shape[1]), jnp.float32), jax.ShapeDtypeStruct((e,), jnp.float32),
             jax.ShapeDtypeStruct((m,), jnp.float32))
@@ -275,8 +254,7 @@ def _gated_fwd(key, temperature, subset, phi, protos, emb, delta, active):
   return (h, gates), (phi, protos, emb, h, gates, norm, active)
 
 
-def _gated_bwd(key, temperature, subset, residuals, cotangents):
-  edges = _REGISTRY[key]
+def _gated_bwd(edges, temperature, subset, residuals, cotangents):
   phi, protos, emb, h, gates, norm, active = residuals
   dh, dgates = cotangents
   shapes = (jax.ShapeDtypeStruct(phi.shape, jnp.float32), jax.ShapeDtypeStruct(protos.shape, jnp.float32),

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.graph import BehaviorGraph, Graphs
+from hnt_jax.sparse_ops import XlaOps
 
 
 def adjacency_edge_index(graph: BehaviorGraph) -> np.ndarray:
@@ -45,7 +46,7 @@ def weighted_graph(graph: BehaviorGraph, weights: jax.Array, entry_edge: jax.Arr
                      indices_sorted=True, unique_indices=True)
   incidence = jsparse.BCOO((graph.incidence.data * weights, graph.incidence.indices),
                            shape=graph.incidence.shape, indices_sorted=True, unique_indices=True)
-  return graph.replace(adj=adj, incidence=incidence, host_key=-1, edges_key=-1)
+  return graph.replace(adj=adj, incidence=incidence, ops=XlaOps())  # the host's products take weights as 1
 
 
 def edge_influence(loss_fn: Callable[[Graphs], jax.Array], graphs: Graphs, behavior: str) -> jax.Array:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hnt_jax.data.errors import ConfigError, DataError, WorkdirError
+from hnt_jax.errors import ConfigError, DataError, WorkdirError
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -32,7 +32,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def recommend(workdir: str, users: Sequence[int], k: int = 10) -> list[dict]:
   """Rows (user, rank, item, score, auxiliary behaviors) for each user (original ids): the user's top `k`
   items among those they have not bought in training (fewer when fewer are left)."""
-  from hnt_jax.train.loop import Run, load_trained_params
+  from hnt_jax.train.loop import load_trained_params
+  from hnt_jax.train.setup import Run
 
   if k < 1:
     raise ConfigError(f"--k {k}: must be at least 1")
@@ -92,5 +93,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from hnt_jax.run import main_with_clean_errors
+  from hnt_jax.cli import main_with_clean_errors
   main_with_clean_errors(lambda: sys.exit(main()))

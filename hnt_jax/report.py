@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any, Sequence
@@ -17,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from hnt_jax.config import INVOCATION_KEYS, flatten
+from hnt_jax.summaries import METRICS, format_mean_std, mean_std
 from hnt_jax.train.records import read_json, read_jsonl
 
-METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50")
 
 
 def find_runs(paths: Sequence[str]) -> list[str]:
@@ -77,15 +76,6 @@ def setting_labels(groups: dict[str, list[dict]]) -> dict[str, str]:
   return labels
 
 
-def _mean_std(values: list[float], digits: int = 4) -> str:
-  values = [v for v in values if v is not None and not math.isnan(v)]
-  if not values:
-    return "—"
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
-
-
 def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -> str:
   """Markdown: one row per setting, mean ± sample std over its seeds; `group` picks observed/unobserved."""
   groups: dict[str, list[dict]] = {}
@@ -101,8 +91,8 @@ def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -
     first = res[0]
     cells = [labels[key], first["dataset"], first["protocol"], first["split"],
              ",".join(str(r["seed"]) for r in res)]
-    cells += [_mean_std([r.get("test", {}).get(prefix + m, float("nan")) for r in res]) for m in metrics]
-    cells.append(_mean_std([float(r["best_epoch"]) for r in res], digits=1))
+    cells += [format_mean_std(mean_std([r.get("test", {}).get(prefix + m) for r in res])) for m in metrics]
+    cells.append(format_mean_std(mean_std([float(r["best_epoch"]) for r in res]), digits=1))
     spe = [r["timings"].get("seconds_per_epoch") for r in res if "seconds_per_epoch" in r["timings"]]
     cells.append(f"{np.median(spe):.2f}" if spe else "—")
     statuses = [r.get("status", "?") for r in res]
@@ -174,5 +164,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from hnt_jax.run import main_with_clean_errors
+  from hnt_jax.cli import main_with_clean_errors
   main_with_clean_errors(lambda: sys.exit(main()))

@@ -35,3 +35,11 @@ def test_unknown_name_is_an_attribute_error():
     assert "not_a_name" in str(e)
   else:
     raise AssertionError("expected AttributeError")
+
+
+def test_the_build_by_hand_example_runs():
+  text = (REPO / "docs" / "api.md").read_text()
+  snippet = text.split("Build everything by hand", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+  scope = {}
+  exec(snippet, scope)
+  assert set(scope["grads"]) >= {"users", "items"} and scope["graphs"].weak is not None

@@ -1,7 +1,6 @@
 """The command-line tools under bad arguments and damaged workdirs: one line on stderr, exit status 2, or
 a correct result; never a traceback, an empty answer with status 0, or invalid JSON."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 from hnt_jax import recommend, report
 from hnt_jax.config import base_config, load_config_file
-from hnt_jax.data.errors import ConfigError, WorkdirError
+from hnt_jax.errors import ConfigError, WorkdirError
 from hnt_jax.train.loop import train_and_evaluate
 from tests.conftest import REPO
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from hnt_jax import config as config_lib
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.data.load import FORMATS, parse_behaviors
 from tests.conftest import REPO, load_config
 

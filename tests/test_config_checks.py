@@ -7,7 +7,7 @@ import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.config_checks import validate
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from tests.conftest import REPO, load_config
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py") if p.name != "__init__.py")
@@ -33,18 +33,18 @@ BAD = [
     ("train.propagation", "gpu", "not one of auto, bcoo, host"),
     ("model.embed_dim", 0, "at least 1"),
     ("model.n_layers", -1, "at least 0"),
-    ("model.gate_temperature", 0.0, "above 0"),
-    ("model.sim_temperature", -0.1, "above 0"),
+    ("model.hnt.gate_temperature", 0.0, "above 0"),
+    ("model.hnt.sim_temperature", -0.1, "above 0"),
     ("model.init_std", 0.0, "above 0"),
     ("model.l2", -1e-4, "at least 0"),
-    ("model.lambda_hes", -0.5, "at least 0"),
-    ("model.gate_edge_budget", 1.5, "from 0.0 to 1.0"),
+    ("model.hnt.lambda_hes", -0.5, "at least 0"),
+    ("model.hnt.gate_edge_budget", 1.5, "from 0.0 to 1.0"),
     ("model.name", "hnt2", "not one of"),
-    ("model.encoder", "tree", "not one of cascade, parallel"),
-    ("model.heuristic_weights", "1,x", "list of numbers"),
-    ("model.hesitation.threshold", 1.2, "from 0.0 to 1.0"),
-    ("model.hesitation.size", 0, "at least 1"),
-    ("model.hesitation.refresh_every", 0, "at least 1"),
+    ("model.hnt.encoder", "tree", "not one of cascade, parallel"),
+    ("model.heuristic.weights", "1,x", "list of numbers"),
+    ("model.hnt.hes_threshold", 1.2, "from 0.0 to 1.0"),
+    ("model.hnt.hes_size", 0, "at least 1"),
+    ("model.hnt.hes_refresh_every", 0, "at least 1"),
     ("eval.ks", "0", "positive integers"),
     ("eval.ks", "10,abc", "positive integers"),
     ("eval.ks", "", "positive integers"),
@@ -75,6 +75,22 @@ def test_bad_value_is_named(key, value, message):
   with pytest.raises(ConfigError) as err:
     validate(config)
   assert f"--config.{key}=" in str(err.value) and message in str(err.value)
+
+
+def test_heuristic_weights_must_match_the_auxiliary_behaviors():
+  config = base_config()  # view, cart, buy: two auxiliary behaviors
+  config.model.heuristic.weights = "1,2,3"
+  with pytest.raises(ConfigError, match="3 weights for the 2 auxiliary behaviors"):
+    validate(config)
+  config.model.heuristic.weights = "1,2.5"
+  validate(config)
+
+
+def test_a_key_outside_the_schema_is_named():
+  config = base_config()
+  config.model.update({"heuristic_weights": "0,0"})  # ConfigDict.update adds keys silently
+  with pytest.raises(ConfigError, match="'model.heuristic_weights' does not exist; did you mean 'model.heuristic.weights'"):
+    validate(config)
 
 
 def test_select_metric_must_be_one_of_the_evaluated_ks():

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.evaluate import Evaluator, eval_split, rank_metrics, sample_negatives
 
 KS = (1, 3, 5)

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from hnt_jax import experiments
-from hnt_jax.config import base_config
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.config import apply_overrides, base_config
+from hnt_jax.summaries import mean_std
+from hnt_jax.errors import ConfigError
 
 
 def tiny_config():
@@ -130,7 +131,7 @@ def test_grid_published_and_model_parsing():
   assert experiments.parse_grid("") == [{}]
   assert experiments.parse_grid("a.b=1,2;c=x") == [{"a.b": 1, "c": "x"}, {"a.b": 2, "c": "x"}]
   assert experiments.parse_grid("t.lr=0.001,1e-2")[1] == {"t.lr": 0.01}
-  assert experiments.model_overrides("hnt_no_nt") == {"model.name": "hnt", "model.use_negative_transfer": False}
+  assert experiments.model_overrides("hnt_no_nt") == {"model.name": "hnt", "model.hnt.use_negative_transfer": False}
   with pytest.raises(ConfigError, match="unknown model 'gnn'"):
     experiments.model_overrides("gnn")
   with pytest.raises(ConfigError, match="key=value1,value2"):
@@ -138,9 +139,9 @@ def test_grid_published_and_model_parsing():
   with pytest.raises(ConfigError, match="HR@10/NDCG@10"):
     experiments.parse_published("mf=0.1")
   with pytest.raises(ConfigError, match="does not exist"):
-    experiments.apply(base_config(), {"train.learning_rat": 0.1})
-  assert experiments._mean_std([float("nan")]) == {"mean": None, "std": None}
-  assert experiments._mean_std([0.5]) == {"mean": 0.5, "std": None}
+    apply_overrides(base_config(), {"train.learning_rat": 0.1})
+  assert mean_std([float("nan")]) == {"mean": None, "std": None}
+  assert mean_std([0.5]) == {"mean": 0.5, "std": None}
 
 
 def test_model_command_keeps_every_flag_but_the_model_list():

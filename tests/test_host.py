@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from hnt_jax import host
 from hnt_jax.graph import behavior_graph
-from hnt_jax.models.hnt.transfer import edge_gates, gated_mean, normalize
+from hnt_jax.models.hnt.transfer import normalize
+from hnt_jax.sparse_ops import HostOps, XlaOps, edge_gates, gated_mean
 
 
 @pytest.fixture(params=[False, True], ids=["one-block", "threaded-blocks"])
@@ -30,7 +31,7 @@ def random_graph(seed, m, n, density):
 @pytest.mark.parametrize("seed,m,n,density", [(0, 9, 7, 0.4), (1, 40, 30, 0.3)])
 def test_gated_mean_and_gradients_equal_xla(blocks, seed, m, n, density):
   rng, dense, g = random_graph(seed + 10 * blocks, m, n, density)
-  assert g.edges_key >= 0 and len(host._REGISTRY[g.edges_key].rows) == (3 if blocks else 1)
+  assert isinstance(g.ops, HostOps) and len(g.ops.edges.rows) == (3 if blocks else 1)
   d = 5
   phi = normalize(jnp.asarray(rng.normal(size=(n, d)), jnp.float32))
   protos = normalize(jnp.asarray(rng.normal(size=(m, d)), jnp.float32))
@@ -40,7 +41,7 @@ def test_gated_mean_and_gradients_equal_xla(blocks, seed, m, n, density):
   c_g = jnp.asarray(rng.normal(size=(g.n_edges,)), jnp.float32)
 
   def on_host(phi, protos, emb, delta):
-    h, gates = host.gated_mean(g.edges_key, phi, protos, emb, delta, 0.2)
+    h, gates = host.gated_mean(g.ops.edges, phi, protos, emb, delta, 0.2)
     return jnp.sum(h * c_h) + jnp.sum(gates * c_g), (h, gates)
 
   def in_xla(phi, protos, emb, delta):
@@ -75,7 +76,7 @@ def test_gated_mean_on_active_users_equals_every_edge(blocks):
   c_g = jnp.asarray(rng.normal(size=(g.n_edges,)) * on_edge, jnp.float32)
 
   def loss(phi, protos, emb, delta, subset):
-    h, gates = host.gated_mean(g.edges_key, phi, protos, emb, delta, 0.2, subset)
+    h, gates = host.gated_mean(g.ops.edges, phi, protos, emb, delta, 0.2, subset)
     return jnp.sum(h * c_h) + jnp.sum(gates * c_g), (h, gates)
 
   grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
@@ -93,11 +94,11 @@ def test_gated_mean_on_active_users_equals_every_edge(blocks):
 @pytest.mark.parametrize("seed,m,n,density", [(2, 8, 6, 0.5), (3, 40, 30, 0.3)])
 def test_edge_matmul_and_gradient_equal_dense(blocks, mean, seed, m, n, density):
   rng, dense, g = random_graph(seed + 10 * blocks, m, n, density)
-  assert len(host._REGISTRY[g.edges_key].rows) == (3 if blocks else 1)
+  assert len(g.ops.edges.rows) == (3 if blocks else 1)
   r = dense / np.maximum(dense.sum(1, keepdims=True), 1) if mean else dense
   x = rng.normal(size=(n, 3)).astype(np.float32)
   c = rng.normal(size=(m, 3)).astype(np.float32)
-  f = jax.jit(lambda x: host.edge_matmul(g.edges_key, x, mean))
+  f = jax.jit(lambda x: host.edge_matmul(g.ops.edges, x, mean))
   np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), r @ x, rtol=1e-5, atol=1e-5)
   grad = jax.grad(lambda x: jnp.sum(f(x) * c))(jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(grad), r.T @ c, rtol=1e-5, atol=1e-5)
@@ -105,18 +106,20 @@ def test_edge_matmul_and_gradient_equal_dense(blocks, mean, seed, m, n, density)
 
 def test_propagation_by_threaded_blocks_equals_dense(blocks):
   rng, dense, g = random_graph(5 + 10 * blocks, 30, 20, 0.3)
-  assert len(host._REGISTRY[g.host_key].rows) == (3 if blocks else 1)
+  assert len(g.ops.matrix.rows) == (3 if blocks else 1)
   adj = np.asarray(g.adj.todense())
   x = rng.normal(size=(50, 4)).astype(np.float32)
   c = rng.normal(size=(50, 4)).astype(np.float32)
-  f = jax.jit(lambda x: host.symmetric_matmul(g.host_key, x))
+  f = jax.jit(lambda x: host.symmetric_matmul(g.ops.matrix, x))
   np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), adj @ x, rtol=1e-5, atol=1e-6)
   grad = jax.grad(lambda x: jnp.sum(f(x) * c))(jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(grad), adj.T @ c, rtol=1e-5, atol=1e-6)
 
 
-def test_identical_graphs_share_one_registration():
+def test_each_graph_holds_its_own_products():
+  """No registry: a graph's host products live in its `ops` (and go with it); the choice is made once."""
   _, dense, g1 = random_graph(4, 6, 5, 0.5)
   g2 = behavior_graph(sp.csr_matrix(dense), "host")
-  assert (g1.host_key, g1.edges_key) == (g2.host_key, g2.edges_key)
-  assert behavior_graph(sp.csr_matrix(dense), "bcoo").edges_key == -1
+  assert g1.ops.matrix is not g2.ops.matrix and g1.ops != g2.ops
+  assert not hasattr(host, "_REGISTRY")
+  assert behavior_graph(sp.csr_matrix(dense), "bcoo").ops == XlaOps()

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from hnt_jax import graph as graph_lib
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.influence import adjacency_edge_index, edge_influence
 from tests.test_graph import dense_normalized, random_matrix
 

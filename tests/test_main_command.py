@@ -1,7 +1,6 @@
 """The design card's command, `python -m hnt_jax.main --config configs/<name>.py`, with no other flag."""
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -50,8 +49,8 @@ def test_default_workdir_is_refused_for_several_processes(monkeypatch):
   import pytest
 
   from hnt_jax.config import base_config
-  from hnt_jax.data.errors import ConfigError
-  from hnt_jax.run import default_workdir
+  from hnt_jax.errors import ConfigError
+  from hnt_jax.cli import default_workdir
   assert default_workdir(base_config()).startswith(os.path.join("runs", "synthetic", "hnt-"))
   monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
   with pytest.raises(ConfigError, match="needs --workdir"):

@@ -18,7 +18,7 @@ import pickle
 import numpy as np
 import scipy.sparse as sp
 
-from hnt_jax.data.errors import DataError
+from hnt_jax.errors import DataError
 
 _MAX_DIGITS = 18  # fits int64 with room to spare
 

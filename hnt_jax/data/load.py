@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from hnt_jax.data import formats, validate
 from hnt_jax.data.dataset import Dataset, binary_csr
 from hnt_jax.data.download import how_to_get, sha256_of
-from hnt_jax.data.errors import ConfigError, DataError, DatasetNotFoundError
+from hnt_jax.errors import ConfigError, DataError, DatasetNotFoundError
 
 FORMATS = ("pairs", "adjacency", "pickled_csr", "synthetic")
 SPLITS = ("holdout_valid", "published")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from hnt_jax.data.errors import DataError
+from hnt_jax.errors import DataError
 from hnt_jax.data.formats import Interactions
 
 

@@ -1,9 +1,18 @@
-"""Model registry: `get_model(config.model, graphs)` builds the module named by `config.model.name`."""
+"""Model registry: `get_model(config.model, n_users, n_items, n_behaviors)` builds the module named by
+`config.model.name`.
+
+A model's settings are its module's fields, and their defaults are the fields' defaults: `config.model`
+holds the settings every embedding model shares (`SHARED`), and a model with settings of its own has a
+block named after it (`config.model.hnt`, `config.model.crgcn`, `config.model.heuristic`), built by
+`config_blocks()` from the fields. The module receives the shared settings it has and its block, as
+keyword arguments, so a module built by hand with its defaults is the model the command line trains.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.models.base import Embeddings, Recommender, bpr_loss, l2_batch
 from hnt_jax.models.cascade import CRGCN, MBCGCN
 from hnt_jax.models.heuristic import Heuristic
@@ -11,45 +20,34 @@ from hnt_jax.models.hnt import HNT
 from hnt_jax.models.lightgcn import LightGCN
 from hnt_jax.models.mf import MF
 
-
-def _embedding_kwargs(cfg) -> dict:
-  return dict(embed_dim=cfg.embed_dim, init_std=cfg.init_std, l2=cfg.l2)
-
-
-def _heuristic(cfg, n_users, n_items):
-  weights = tuple(float(w) for w in str(cfg.heuristic_weights).split(",") if w.strip())
-  return Heuristic(n_users=n_users, n_items=n_items, weights=weights, popularity=cfg.heuristic_popularity)
-
-
-def _hnt(cfg, n_users, n_items, n_behaviors):
-  h = cfg.hesitation
-  return HNT(n_users=n_users, n_items=n_items, n_behaviors=n_behaviors, n_layers=cfg.n_layers,
-             encoder=cfg.encoder, residual=cfg.residual, use_negative_transfer=cfg.use_negative_transfer,
-             use_hesitation=cfg.use_hesitation, use_sim_loss=cfg.use_sim_loss, sim_dim=cfg.sim_dim,
-             gate_temperature=cfg.gate_temperature, sim_temperature=cfg.sim_temperature,
-             lambda_aux=cfg.lambda_aux, lambda_hes=cfg.lambda_hes, lambda_conv=cfg.lambda_conv,
-             lambda_sim=cfg.lambda_sim, conv_hidden=cfg.conv_hidden, conv_batch=cfg.conv_batch,
-             conv_stop_gradient=cfg.conv_stop_gradient,
-             conv_embeddings=cfg.conv_embeddings, hes_refresh_every=h.refresh_every,
-             hes_threshold=h.threshold, hes_size=h.size, hes_beta=h.beta, score_fusion=h.score_fusion,
-             fusion_pairs=h.fusion_pairs, fusion_value=h.fusion_value,
-             gate_edge_budget=cfg.gate_edge_budget,
-             **_embedding_kwargs(cfg))
-
-
-REGISTRY: dict[str, Callable[..., Recommender]] = {
-    "mf": lambda cfg, m, n, k: MF(n_users=m, n_items=n, **_embedding_kwargs(cfg)),
-    "lightgcn": lambda cfg, m, n, k: LightGCN(n_users=m, n_items=n, n_layers=cfg.n_layers, graph="target",
-                                              **_embedding_kwargs(cfg)),
-    "lightgcn_g": lambda cfg, m, n, k: LightGCN(n_users=m, n_items=n, n_layers=cfg.n_layers,
-                                                graph="merged", **_embedding_kwargs(cfg)),
-    "heuristic": lambda cfg, m, n, k: _heuristic(cfg, m, n),
-    "crgcn": lambda cfg, m, n, k: CRGCN(n_users=m, n_items=n, n_layers=cfg.crgcn_layers,
-                                        multitask_weight=cfg.multitask_weight, **_embedding_kwargs(cfg)),
-    "mbcgcn": lambda cfg, m, n, k: MBCGCN(n_users=m, n_items=n, n_layers=cfg.n_layers, n_behaviors=k,
-                                          **_embedding_kwargs(cfg)),
-    "hnt": _hnt,
+# name -> (module, its config block or None, fixed keyword arguments)
+REGISTRY: dict[str, tuple[type, str | None, dict[str, Any]]] = {
+    "mf": (MF, None, {}),
+    "lightgcn": (LightGCN, None, {"graph": "target"}),
+    "lightgcn_g": (LightGCN, None, {"graph": "merged"}),
+    "heuristic": (Heuristic, "heuristic", {}),
+    "crgcn": (CRGCN, "crgcn", {}),
+    "mbcgcn": (MBCGCN, None, {}),
+    "hnt": (HNT, "hnt", {}),
 }
+SHARED = ("embed_dim", "n_layers", "init_std", "l2")  # config.model.<key>, for every module that has it
+_DATA = ("n_users", "n_items", "n_behaviors", "parent", "name")  # set from the dataset, not the config
+
+
+def _fields(cls: type) -> dict[str, Any]:
+  return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in _DATA and f.init}
+
+
+def config_blocks() -> dict[str, dict[str, Any]]:
+  """block name -> {setting: default}: every setting of a model with a block, from the module's fields,
+  less the shared ones (except those the module lists in `block_settings`: CRGCN's one layer per block)."""
+  blocks = {}
+  for cls, block, fixed in REGISTRY.values():
+    if block is not None:
+      own = getattr(cls, "block_settings", ())
+      blocks[block] = {k: v for k, v in _fields(cls).items()
+                       if k not in fixed and (k not in SHARED or k in own)}
+  return blocks
 
 
 def get_model(model_cfg, n_users: int, n_items: int, n_behaviors: int = 1) -> Recommender:
@@ -57,8 +55,16 @@ def get_model(model_cfg, n_users: int, n_items: int, n_behaviors: int = 1) -> Re
   name = model_cfg.name
   if name not in REGISTRY:
     raise ConfigError(f"model.name={name!r} is not one of {', '.join(sorted(REGISTRY))}")
-  return REGISTRY[name](model_cfg, n_users, n_items, n_behaviors)
+  cls, block, fixed = REGISTRY[name]
+  fields = _fields(cls)
+  kwargs = {k: model_cfg[k] for k in SHARED if k in fields}  # then the block, which may override them
+  if block is not None:
+    kwargs.update(dict(model_cfg[block]))
+  kwargs.update(fixed)
+  if "n_behaviors" in {f.name for f in dataclasses.fields(cls)}:
+    kwargs["n_behaviors"] = n_behaviors
+  return cls(n_users=n_users, n_items=n_items, **kwargs)
 
 
-__all__ = ["Embeddings", "Recommender", "REGISTRY", "get_model", "bpr_loss", "l2_batch", "Heuristic",
-           "HNT", "LightGCN", "MF", "CRGCN", "MBCGCN"]
+__all__ = ["Embeddings", "Recommender", "REGISTRY", "get_model", "config_blocks", "bpr_loss", "l2_batch",
+           "Heuristic", "HNT", "LightGCN", "MF", "CRGCN", "MBCGCN"]

@@ -45,6 +45,10 @@ class Recommender(nn.Module):
   def refresh(self, graphs) -> None:
     """Recomputes non-parameter state from the current parameters."""
 
+  def graph_extras(self, ds) -> dict:
+    """Model-specific tables to add to the `Graphs` (field name -> value), built once from the dataset."""
+    return {}
+
   def diagnostics(self, graphs, truth, users) -> dict[str, jax.Array]:
     """Scalars logged with every evaluation; `truth` holds the split's held-out items (UserRows)."""
     return {}
@@ -100,7 +104,7 @@ def behavior_bpr(key: jax.Array, graph, user_emb: jax.Array, item_emb: jax.Array
                  n_items: int) -> jax.Array:
   """BPR on one behavior's own edges: `batch_size` random edges of `graph` (a BehaviorGraph), each against
   a uniform item outside the user's items of that behavior (exact), scored with (user_emb, item_emb)."""
-  from hnt_jax.train.sampler import sample_negatives
+  from hnt_jax.graph import sample_negatives
   key_e, key_n = jax.random.split(key)
   edge = jax.random.randint(key_e, (batch_size,), 0, graph.users.shape[0])
   u, i = graph.users[edge], graph.items[edge]

@@ -15,6 +15,8 @@ the numbers are those of training from scratch (a known reproduction gap).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -33,8 +35,9 @@ def residual_block(graph, x: jnp.ndarray, n_layers: int) -> jnp.ndarray:
 
 
 class CRGCN(EmbeddingRecommender):
-  n_layers: int = 1
-  multitask_weight: float = 1.0
+  n_layers: int = 1  # LightGCN layers per behavior block (one in CRGCN)
+  multitask_weight: float = 1.0  # weight of the auxiliary behaviors' BPR terms
+  block_settings: ClassVar[tuple[str, ...]] = ("n_layers",)  # its own n_layers, not config.model.n_layers
 
   def blocks(self, graphs) -> list[jnp.ndarray]:
     """[E_1, ..., E_K], each [M+N, d]."""

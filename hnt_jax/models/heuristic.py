@@ -14,8 +14,8 @@ from hnt_jax.models.base import Recommender
 
 
 class Heuristic(Recommender):
-  weights: tuple[float, ...] = ()  # one per auxiliary behavior; empty: 1, 2, ..., K-1
-  popularity: float = 0.5
+  weights: str = ""  # comma-separated, one per auxiliary behavior; empty: 1, 2, ..., K-1
+  popularity: float = 0.5  # weight of the item's purchase popularity, normalized to [0, 1]
   trainable: ClassVar[bool] = False
 
   def embed(self, graphs) -> jnp.ndarray:
@@ -24,7 +24,7 @@ class Heuristic(Recommender):
 
   def score(self, graphs, emb, users):
     aux = graphs.per_behavior[:-1]
-    weights = self.weights or tuple(float(k + 1) for k in range(len(aux)))
+    weights = parse_weights(self.weights) or tuple(float(k + 1) for k in range(len(aux)))
     if len(weights) != len(aux):
       raise ValueError(f"heuristic: {len(weights)} weights for {len(aux)} auxiliary behaviors")
     scores = self.popularity * jnp.broadcast_to(emb[None, :], (users.shape[0], self.n_items))
@@ -35,3 +35,8 @@ class Heuristic(Recommender):
   def loss(self, graphs, batch):
     zero = jnp.zeros((), jnp.float32)
     return zero, {}
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+  """"1,2.5" -> (1.0, 2.5); "" -> ()."""
+  return tuple(float(w) for w in str(text).split(",") if w.strip())

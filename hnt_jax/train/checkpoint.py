@@ -13,7 +13,7 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
-from hnt_jax.data.errors import WorkdirError
+from hnt_jax.errors import WorkdirError
 
 log = logging.getLogger(__name__)
 

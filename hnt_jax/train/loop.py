@@ -20,115 +20,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.core import DenyList
 
 from hnt_jax import distributed
 from hnt_jax.config_checks import select_metric, validate
-from hnt_jax.data.dataset import Dataset
-from hnt_jax.data.errors import WorkdirError
-from hnt_jax.evaluate import Evaluator
-from hnt_jax.graph import Graphs, build_graphs
-from hnt_jax.models import Recommender, get_model
+from hnt_jax.errors import WorkdirError
+from hnt_jax.graph import Graphs
 from hnt_jax.train import records
 from hnt_jax.train.checkpoint import Checkpoints, abstract_of
+from hnt_jax.train.early_stopping import EarlyStopping
 from hnt_jax.train.sampler import make_sampler, sample_epoch
-from hnt_jax.train.step import ExtraLoss, TrainState, make_optimizer, make_train_step
+from hnt_jax.train.setup import Run
+from hnt_jax.train.step import ExtraLoss, TrainState, make_optimizer
 
 Hook = Callable[[int, TrainState], None]  # called after each epoch's checkpoint
 
 
 class TrainingDiverged(RuntimeError):
   """The loss or the parameters became non-finite."""
-
-
-class Run:
-  """Everything a run needs, built once from the config: data, graphs, model, evaluators.
-
-  Model variables are split into `params` (trained) and `model_state` (other Flax collections, such as
-  HNT's hesitation sets); functions here take `variables = {"params": params, **model_state}`.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, ds: Optional[Dataset] = None,
-               graphs: Optional[Graphs] = None):
-    from hnt_jax.data.load import load_dataset
-    validate(config)
-    self.config = config
-    self.mesh = distributed.make_mesh(config.mesh)
-    self.ds = ds if ds is not None else load_dataset(config.data)
-    self.graphs = graphs if graphs is not None else build_graphs(
-        self.ds, max_candidates=int(config.model.hesitation.max_candidates),
-        propagation=config.train.propagation, mesh=self.mesh, dtype=config.train.propagation_dtype)
-    self.model: Recommender = get_model(config.model, self.ds.n_users, self.ds.n_items,
-                                        len(self.ds.behaviors))
-    model = self.model
-    self.embed = jax.jit(lambda variables, graphs: model.apply(variables, graphs, method=model.embed))
-    self._refresh = jax.jit(lambda variables, graphs: model.apply(
-        variables, graphs, method=model.refresh, mutable=DenyList("params"))[1])
-    self._diagnostics = jax.jit(lambda variables, graphs, truth, users: model.apply(
-        variables, graphs, truth, users, method=model.diagnostics))
-
-    def score_fn(st, users):
-      return model.apply(st["variables"], st["graphs"], st["emb"], users, method=model.score)
-
-    self.score_fn = score_fn
-    self._evaluators: Optional[dict[str, Evaluator]] = None
-    self._train_steps: dict[Any, Callable] = {}
-
-  @property
-  def evaluators(self) -> dict[str, Evaluator]:
-    """One evaluator per held-out split the dataset has (built on first use)."""
-    if self._evaluators is None:
-      self._evaluators = {}
-      for split in ("valid", "test"):
-        if getattr(self.ds, split) is not None and len(self.ds.evaluated_users(split)):
-          self._evaluators[split] = Evaluator(self.ds, split, self.config.eval, self.score_fn, mesh=self.mesh)
-    return self._evaluators
-
-  def init_variables(self) -> tuple[Any, dict]:
-    """(params, model_state) from `config.seed`."""
-    key = jax.random.PRNGKey(self.config.seed)
-    b = int(self.config.train.batch_size)
-    dummy = {k: jnp.zeros((b,), jnp.int32) for k in ("users", "pos", "neg")}
-    variables = self.model.init({"params": key, "sample": key}, self.graphs, dummy, method=self.model.loss)
-    variables = dict(variables)
-    params = variables.pop("params", {})
-    if self.mesh is not None:
-      params = jax.device_put(params, distributed.param_shardings(params, self.mesh, self.ds.n_users,
-                                                                  self.ds.n_items))
-      variables = jax.device_put(variables, distributed.replicated(self.mesh))
-    return params, variables
-
-  def train_step(self, state: TrainState, extra_loss: Optional[ExtraLoss] = None) -> Callable:
-    """The jitted train step for `state`'s layout (built once per run and extra loss, so a Run reused for
-    several trainings compiles it once)."""
-    if extra_loss not in self._train_steps:
-      shardings = jax.tree.map(lambda x: x.sharding, state) if self.mesh is not None else None
-      self._train_steps[extra_loss] = make_train_step(self.model, shardings, extra_loss)
-    return self._train_steps[extra_loss]
-
-  def place_state(self, state: TrainState) -> TrainState:
-    """The train state laid out on the mesh (parameters and their optimizer moments sharded alike)."""
-    if self.mesh is None:
-      return state
-    return jax.device_put(state, distributed.state_shardings(state, self.mesh, self.ds.n_users,
-                                                             self.ds.n_items))
-
-  def refresh(self, params, model_state: dict) -> dict:
-    """The model's non-parameter state recomputed from `params` (e.g. hesitation sets)."""
-    if not model_state:
-      return model_state
-    return dict(self._refresh({"params": params, **model_state}, self.graphs))
-
-  def evaluate(self, params, model_state: dict, split: str) -> dict[str, float]:
-    variables = {"params": params, **model_state}
-    emb = self.embed(variables, self.graphs)
-    return self.evaluators[split]({"variables": variables, "graphs": self.graphs, "emb": emb})
-
-  def diagnostics(self, params, model_state: dict, split: str) -> dict[str, float]:
-    ev = self.evaluators[split]
-    users = jnp.asarray(self.ds.evaluated_users(split), jnp.int32)
-    out = self._diagnostics({"params": params, **model_state}, self.graphs, ev.truth, users)
-    return {k: float(v) for k, v in jax.device_get(out).items()}
 
 
 def run_epoch(train_step, state: TrainState, model_state: dict, graphs: Graphs, sampler,
@@ -195,19 +103,19 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
 
   tx = make_optimizer(tc)
   state = run.place_state(TrainState.create(apply_fn=run.model.apply, params=params, tx=tx))
-  loop = {"epoch": 0, "best_value": -math.inf, "best_epoch": -1, "bad_evals": 0, "stopped": False}
-  restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, loop)))
+  stop = EarlyStopping(int(tc.patience))
+  restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, stop)))
   if restored is not None:
     _, payload = restored
     state = state.replace(params=payload["params"], opt_state=payload["opt_state"], step=payload["step"])
     model_state = payload["model_state"]
-    loop = {k: np.asarray(v).item() for k, v in payload["loop"].items()}
-    print(f"resuming {workdir} after epoch {loop['epoch']}")
-  ckpt.discard_after(int(loop["epoch"]))
+    stop = EarlyStopping.from_arrays(int(tc.patience), payload["loop"])
+    print(f"resuming {workdir} after epoch {stop.epoch}")
+  ckpt.discard_after(stop.epoch)
   if main:
-    records.truncate_metrics(workdir, int(loop["epoch"]))
+    records.truncate_metrics(workdir, stop.epoch)
 
-  scalars = records.Scalars(workdir, enabled=bool(tc.tensorboard) and main, resume_epoch=int(loop["epoch"]))
+  scalars = records.Scalars(workdir, enabled=bool(tc.tensorboard) and main, resume_epoch=stop.epoch)
   try:
     last_valid = "-"
     sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
@@ -215,11 +123,11 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     refresh_every = run.model.refresh_every
     base_key = jax.random.PRNGKey(config.seed)
     epoch_times = []
-    progress = _progress(int(loop["epoch"]), int(tc.epochs), tc.progress and main)
-    epoch = int(loop["epoch"])
+    progress = _progress(stop.epoch, int(tc.epochs), tc.progress and main)
+    epoch = stop.epoch
     time_limit = float(tc.time_limit_minutes) * 60.0
     out_of_time = False
-    while epoch < tc.epochs and not loop["stopped"] and not out_of_time:
+    while epoch < tc.epochs and not stop.stopped and not out_of_time:
       epoch += 1
       t0 = time.time()
       state, parts, finite = run_epoch(train_step, state, model_state, run.graphs, sampler,
@@ -252,26 +160,20 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
         scalars.write(epoch, "valid", valid)
         scalars.write(epoch, "diagnostics", diagnostics)
         last_valid = f"{valid[select]:.4f}"
-        improved = valid[select] > loop["best_value"]
-        if improved:
-          loop.update(best_value=valid[select], best_epoch=epoch, bad_evals=0)
-        else:
-          loop["bad_evals"] += 1
-          if tc.patience and loop["bad_evals"] >= tc.patience:
-            loop["stopped"] = True
+        improved = stop.update(epoch, valid[select])
         if main:
           records.append_metrics(workdir, record)
           progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
               f"{k} {valid[k]:.4f}" for k in ("hr@10", "ndcg@10") if k in valid)
                          + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
-      loop["epoch"] = epoch
+      stop.epoch = epoch
       # the time limit is a property of this invocation, not of the run: it is not saved, so running the
       # same command again resumes from here
       out_of_time = time_limit > 0 and time.time() - t_start > time_limit
-      payload = _payload(state, model_state, loop)
-      if evaluated and loop["best_epoch"] == epoch:
+      payload = _payload(state, model_state, stop)
+      if evaluated and stop.best_epoch == epoch:
         ckpt.save_best(epoch, payload)
-      if (evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or loop["stopped"]
+      if (evaluated or epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or stop.stopped
           or out_of_time):
         ckpt.save_latest(epoch, payload)
         scalars.flush()
@@ -284,23 +186,22 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
 
     try:
       best = None
-      if has_valid and int(loop["best_epoch"]) >= 1:
-        best = ckpt.restore_recorded_best(abstract_of(_payload(state, model_state, loop)),
-                                          int(loop["best_epoch"]))
+      if has_valid and stop.best_epoch >= 1:
+        best = ckpt.restore_recorded_best(abstract_of(_payload(state, model_state, stop)), stop.best_epoch)
     finally:
       ckpt.close()
     if best is not None:
       best_epoch, best_payload = best
       params, model_state = best_payload["params"], best_payload["model_state"]
     else:  # no validation split: the last epoch is the result
-      best_epoch, params = int(loop["epoch"]), state.params
+      best_epoch, params = stop.epoch, state.params
     timings = {"setup_seconds": t_setup}
     if epoch_times:
       timings["first_epoch_seconds"] = epoch_times[0]
       timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)
-    status = ("early_stopped" if loop["stopped"] else
+    status = ("early_stopped" if stop.stopped else
               "time_limit" if out_of_time and epoch < tc.epochs else "completed")
-    out = _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=int(loop["epoch"]),
+    out = _finish(run, workdir, params, model_state, best_epoch=best_epoch, epochs_run=stop.epoch,
                   status=status, timings=timings)
     scalars.write(best_epoch, "test", out.get("test", {}))  # at the step of the state they measure
     return out
@@ -324,9 +225,8 @@ def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
   if not run.model.trainable:
     return params, model_state, 0
   state = TrainState.create(apply_fn=run.model.apply, params=params, tx=make_optimizer(run.config.train))
-  loop = {"epoch": 0, "best_value": 0.0, "best_epoch": 0, "bad_evals": 0, "stopped": False}
   ckpt = Checkpoints(workdir)
-  abstract = abstract_of(_payload(state, model_state, loop))
+  abstract = abstract_of(_payload(state, model_state, EarlyStopping(0)))
   try:
     found = ckpt.restore_latest(abstract)
     if found is None:
@@ -361,10 +261,10 @@ def _finish(run: Run, workdir: str, params, model_state: dict, best_epoch: int, 
   return out
 
 
-def _payload(state: TrainState, model_state: dict, loop: dict) -> dict:
+def _payload(state: TrainState, model_state: dict, stop: EarlyStopping) -> dict:
   """What a checkpoint holds: the train state, the model's other state, the loop's state."""
   return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-          "model_state": model_state, "loop": {k: jnp.asarray(v) for k, v in loop.items()}}
+          "model_state": model_state, "loop": stop.arrays()}
 
 
 def _progress(initial: int, total: int, enabled: bool):

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hnt_jax.config import INVOCATION_KEYS, flatten
-from hnt_jax.data.errors import ConfigError, WorkdirError
+from hnt_jax.errors import ConfigError, WorkdirError
 from hnt_jax.folders import first_missing, remove_empty
 
 log = logging.getLogger(__name__)

@@ -10,33 +10,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hnt_jax.graph import BehaviorGraph, UserRows
-
-
-def has_item(rows: UserRows, users: jax.Array, items: jax.Array) -> jax.Array:
-  """Whether each (users[b], items[b]) is an entry of `rows` (O(B x max_degree))."""
-  row_items, mask = rows.padded(users)
-  return jnp.any(mask & (row_items == items[:, None]), axis=1)
-
-
-def sample_negatives(key: jax.Array, rows: UserRows, users: jax.Array, n_items: int,
-                     max_rounds: int = 1000) -> jax.Array:
-  """One uniform item per user that is not among the user's `rows` items (redrawn until exact)."""
-  key, sub = jax.random.split(key)
-  neg = jax.random.randint(sub, users.shape, 0, n_items, dtype=jnp.int32)
-
-  def cond(carry):
-    _, neg, rounds = carry
-    return jnp.any(has_item(rows, users, neg)) & (rounds < max_rounds)
-
-  def body(carry):
-    key, neg, rounds = carry
-    key, sub = jax.random.split(key)
-    redraw = jax.random.randint(sub, users.shape, 0, n_items, dtype=jnp.int32)
-    return key, jnp.where(has_item(rows, users, neg), redraw, neg), rounds + 1
-
-  _, neg, _ = jax.lax.while_loop(cond, body, (key, neg, jnp.int32(0)))
-  return neg
+from hnt_jax.graph import BehaviorGraph, UserRows, sample_negatives
 
 
 @flax.struct.dataclass

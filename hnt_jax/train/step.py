@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 
 
 class TrainState(train_state.TrainState):

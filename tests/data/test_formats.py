@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings, strategies as st
 
 from hnt_jax.data import formats
-from hnt_jax.data.errors import DataError
+from hnt_jax.errors import DataError
 
 
 def write(tmp_path, text, name="f.txt"):

@@ -1,7 +1,6 @@
 """Dataset files as a hostile or careless user leaves them: each is read correctly or stopped with one line
 that names the file (and line) and says what is wrong."""
 import builtins
-import json
 import logging
 import os
 import pickle
@@ -11,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from hnt_jax.data import formats, load
-from hnt_jax.data.errors import DataError
+from hnt_jax.errors import DataError
 from tests.data.test_load import TOY, pairs_dataset
 
 

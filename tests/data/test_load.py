@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from hnt_jax.config import base_config
 from hnt_jax.data import formats, load
-from hnt_jax.data.errors import ConfigError, DataError, DatasetNotFoundError
+from hnt_jax.errors import ConfigError, DataError, DatasetNotFoundError
 
 
 def pairs_dataset(tmp_path, files, **overrides) -> ml_collections.ConfigDict:

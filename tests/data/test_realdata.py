@@ -53,7 +53,7 @@ def test_tmall_noclick_counts(data_dir):
 
 
 def test_tmall_with_click_names_the_missing_file(data_dir):
-  from hnt_jax.data.errors import DatasetNotFoundError
+  from hnt_jax.errors import DatasetNotFoundError
   with pytest.raises(DatasetNotFoundError, match=r"click\.txt.*behaviors=collect,cart,buy"):
     load("tmall.py", data_dir, subdir="tmall_crgcn_partial_noclick")
 

@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from hnt_jax import distributed, graph
-from hnt_jax.train.loop import Run, train_and_evaluate
+from hnt_jax.train.loop import train_and_evaluate
+from hnt_jax.train.setup import Run
 from tests.test_graph import dense_normalized, random_matrix
 from tests.train.test_loop import Interrupt, interrupt_after, read_lines, small_config
 
@@ -40,7 +41,7 @@ def test_row_sharded_propagation_and_gradient_equal_dense(data, model):
 def sharded_config(model_name, data=-1, model=1, **train):
   config = small_config(**{"epochs": 2, "eval_every": 1, "checkpoint_every": 1, **train})
   config.model.name = model_name
-  config.model.hesitation.refresh_every = 1  # HNT's hesitation sets change every epoch
+  config.model.hnt.hes_refresh_every = 1  # HNT's hesitation sets change every epoch
   config.mesh.update(data=data, model=model, distributed="off")
   return config
 
@@ -117,7 +118,7 @@ def test_checkpoint_moves_between_device_counts(tmp_path, first, second):
 
 
 def test_bad_mesh_settings_are_config_errors():
-  from hnt_jax.data.errors import ConfigError
+  from hnt_jax.errors import ConfigError
   with pytest.raises(ConfigError, match="mesh.model=3"):
     distributed.make_mesh(mesh_cfg(-1, 3))
   with pytest.raises(ConfigError, match="needs 8 devices"):

@@ -17,7 +17,7 @@ def tiny():
   cfg = base_config()
   cfg.data.synthetic.update(n_users=20, n_items=25, hesitations_per_user=4)
   ds = synthetic.generate(cfg.data.synthetic)
-  return cfg, ds, build_graphs(ds, max_candidates=6, propagation="bcoo")
+  return cfg, ds, build_graphs(ds, propagation="bcoo")
 
 
 def init(cfg, ds, graphs, name, **model):
@@ -38,7 +38,7 @@ def dense_adjacencies(ds):
 @pytest.mark.parametrize("layers", [1, 2])
 def test_crgcn_blocks_equal_dense_reference(tiny, layers):
   cfg, ds, graphs = tiny
-  model, variables, _ = init(cfg, ds, graphs, "crgcn", crgcn_layers=layers)
+  model, variables, _ = init(cfg, ds, graphs, "crgcn", crgcn=dict(n_layers=layers))
   p = variables["params"]
   x = np.concatenate([p["users"], p["items"]]).astype(np.float64)
   for a in dense_adjacencies(ds):  # E_k = E_{k-1} + mean_{l=1..L} Â_k^l E_{k-1}
@@ -85,6 +85,6 @@ def test_losses_are_finite_and_reach_every_parameter(tiny, name):
 
 def test_crgcn_without_multitask_has_only_the_target_loss(tiny):
   cfg, ds, graphs = tiny
-  model, variables, batch = init(cfg, ds, graphs, "crgcn", multitask_weight=0.0)
+  model, variables, batch = init(cfg, ds, graphs, "crgcn", crgcn=dict(multitask_weight=0.0))
   _, metrics = model.apply(variables, graphs, batch, method=model.loss, rngs={"sample": jax.random.PRNGKey(0)})
   assert set(metrics) == {"bpr", "l2"}

@@ -11,11 +11,12 @@ from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
 from hnt_jax.graph import behavior_graph, build_graphs, user_rows
 from hnt_jax.models import get_model
+from hnt_jax.signals import weak_signals
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.model import score_spread
 from hnt_jax.models.hnt.encoder import encode_behaviors
-from hnt_jax.models.hnt.transfer import (active_edges, active_gated_mean, edge_capacity, edge_gates, gated_mean,
-                                        info_nce, normalize)
+from hnt_jax.models.hnt.transfer import info_nce, normalize
+from hnt_jax.sparse_ops import HostOps, active_edges, active_gated_mean, edge_capacity, edge_gates, gated_mean
 from tests.test_graph import dense_normalized
 
 
@@ -24,7 +25,7 @@ def tiny():
   cfg = base_config()
   cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
   ds = synthetic.generate(cfg.data.synthetic)
-  return cfg, ds, build_graphs(ds, max_candidates=6)
+  return cfg, ds, build_graphs(ds, weak=weak_signals(ds, 6))
 
 
 def test_gates_and_gated_mean_equal_loops():
@@ -76,11 +77,11 @@ def test_training_loss_on_active_edges_and_on_the_host_equals_every_edge(tiny):
   fit) or all edges (budget 0: off; 0.02: they overflow the buffer and the step falls back), with XLA's
   products, and with the host products of the CPU backend (`tiny` is built with propagation "auto")."""
   cfg, ds, host_graphs = tiny
-  xla_graphs = build_graphs(ds, max_candidates=6, propagation="bcoo")
+  xla_graphs = build_graphs(ds, propagation="bcoo", weak=weak_signals(ds, 6))
   results = []
   for b, graphs in ((0.0, xla_graphs), (0.9, xla_graphs), (0.02, xla_graphs), (0.5, host_graphs)):
-    cfg.model.update(gate_edge_budget=b, conv_embeddings="auxiliary")  # only the batch's users are active
-    cfg.model.hesitation.score_fusion = True
+    cfg.model.hnt.update(gate_edge_budget=b, conv_embeddings="auxiliary")  # only the batch's users are active
+    cfg.model.hnt.score_fusion = True
     model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
     variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                            dummy_batch(), method=model.loss)
@@ -91,10 +92,10 @@ def test_training_loss_on_active_edges_and_on_the_host_equals_every_edge(tiny):
                          rngs={"sample": jax.random.PRNGKey(2)})[0]
 
     results.append(jax.jit(jax.value_and_grad(loss_fn))(variables["params"]))
-  cfg.model.update(gate_edge_budget=0.5, conv_embeddings="all")
-  cfg.model.hesitation.score_fusion = False
+  cfg.model.hnt.update(gate_edge_budget=0.5, conv_embeddings="all")
+  cfg.model.hnt.score_fusion = False
   users = np.unique(np.asarray(dummy_batch(b=6, seed=4)["users"]))
-  assert all(g.edges_key >= 0 for g in host_graphs.per_behavior)
+  assert all(isinstance(g.ops, HostOps) for g in host_graphs.per_behavior)
   for g in xla_graphs.per_behavior[:-1]:  # both branches really happen
     n_active = np.isin(np.asarray(g.users), users).sum()
     assert n_active <= edge_capacity(g.n_edges, 0.9) and n_active > edge_capacity(g.n_edges, 0.02) > 0
@@ -236,8 +237,8 @@ def nonzero_groups(grads):
 
 def test_gradients_finite_and_reach_every_group(tiny):
   cfg, ds, graphs = tiny
-  cfg.model.hesitation.score_fusion = True
-  cfg.model.lambda_aux = 0.5
+  cfg.model.hnt.score_fusion = True
+  cfg.model.hnt.lambda_aux = 0.5
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   keys = {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}
   variables = model.init(keys, graphs, dummy_batch(), method=model.loss)
@@ -252,18 +253,18 @@ def test_gradients_finite_and_reach_every_group(tiny):
   reached = nonzero_groups(grads)
   assert all(reached.values()), [k for k, v in reached.items() if not v]
   # the conversion model learns only from L_conv: with λ_c = 0 it gets no gradient
-  cfg.model.lambda_conv = 0.0
+  cfg.model.hnt.lambda_conv = 0.0
   model0 = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   g0 = nonzero_groups(grads_of(model0, variables, graphs, dummy_batch()))
   assert not any(v for k, v in g0.items() if "conversion" in k)
   assert g0["['alpha']"] and g0["['users']"]
-  cfg.model.update(lambda_conv=0.1, lambda_aux=0.0)
-  cfg.model.hesitation.score_fusion = False
+  cfg.model.hnt.update(lambda_conv=0.1, lambda_aux=0.0)
+  cfg.model.hnt.score_fusion = False
 
 
 def test_ablations_switch_modules_off(tiny):
   cfg, ds, graphs = tiny
-  cfg.model.update(use_negative_transfer=False, use_hesitation=False)
+  cfg.model.hnt.update(use_negative_transfer=False, use_hesitation=False)
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -273,7 +274,7 @@ def test_ablations_switch_modules_off(tiny):
   _, metrics = model.apply(variables, graphs, dummy_batch(), method=model.loss,
                            rngs={"sample": jax.random.PRNGKey(0)})
   assert set(metrics) == {"bpr", "l2"}
-  cfg.model.update(use_negative_transfer=True, use_hesitation=True)
+  cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True)
 
 
 def test_score_scale_diagnostics_equal_numpy(tiny):
@@ -286,8 +287,8 @@ def test_score_scale_diagnostics_equal_numpy(tiny):
       pytest.approx(want, rel=1e-5)
   cfg, ds, graphs = tiny
   cfg = cfg.copy_and_resolve_references()
-  cfg.model.update(use_negative_transfer=True, use_hesitation=True)
-  cfg.model.hesitation.score_fusion = True
+  cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True)
+  cfg.model.hnt.score_fusion = True
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -306,7 +307,7 @@ def test_score_scale_diagnostics_equal_numpy(tiny):
 def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny, pairs, value):
   cfg, ds, graphs = tiny
   cfg = cfg.copy_and_resolve_references()
-  cfg.model.hesitation.update(score_fusion=True, fusion_pairs=pairs, fusion_value=value)
+  cfg.model.hnt.update(score_fusion=True, fusion_pairs=pairs, fusion_value=value)
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -357,7 +358,7 @@ def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny,
 def test_conversion_features_follow_conv_embeddings(tiny, mode):
   cfg, ds, graphs = tiny
   cfg = cfg.copy_and_resolve_references()
-  cfg.model.conv_embeddings = mode
+  cfg.model.hnt.conv_embeddings = mode
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -376,14 +377,11 @@ def test_conversion_features_follow_conv_embeddings(tiny, mode):
 
 
 def test_unknown_fusion_and_feature_choices_are_config_errors(tiny):
-  from hnt_jax.data.errors import ConfigError
-  cfg, ds, graphs = tiny
-  for key, value in [("hesitation.fusion_pairs", "all"), ("hesitation.fusion_value", "rank"),
-                     ("conv_embeddings", "some")]:
+  from hnt_jax.config_checks import validate
+  from hnt_jax.errors import ConfigError
+  cfg, _, _ = tiny
+  for key, value in [("fusion_pairs", "all"), ("fusion_value", "rank"), ("conv_embeddings", "some")]:
     c = cfg.copy_and_resolve_references()
-    node = c.model.hesitation if key.startswith("hesitation.") else c.model
-    node[key.split(".")[-1]] = value
-    model = get_model(c.model, ds.n_users, ds.n_items, 3)
-    with pytest.raises(ConfigError, match=key.split(".")[-1]):
-      model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs, dummy_batch(),
-                 method=model.loss)
+    c.model.hnt[key] = value
+    with pytest.raises(ConfigError, match=f"model.hnt.{key}='{value}' is not one of"):
+      validate(c)

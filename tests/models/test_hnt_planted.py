@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from hnt_jax.config import base_config
-from hnt_jax.train.loop import Run, load_trained_params, train_and_evaluate
+from hnt_jax.train.loop import load_trained_params, train_and_evaluate
+from hnt_jax.train.setup import Run
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
-from hnt_jax.data.errors import ConfigError
+from hnt_jax.errors import ConfigError
 from hnt_jax.graph import build_graphs
 from hnt_jax.models import get_model
 
@@ -82,3 +82,17 @@ def test_unknown_model_name(tiny):
   cfg.model.name = "nope"
   with pytest.raises(ConfigError, match="model.name='nope'"):
     get_model(cfg.model, ds.n_users, ds.n_items)
+
+
+def test_module_defaults_are_the_config_defaults():
+  """One set of defaults: a module built by hand is the model the command line builds from base_config()."""
+  import dataclasses
+
+  from hnt_jax.models import REGISTRY
+  config = base_config()
+  for name, (cls, _, fixed) in REGISTRY.items():
+    config.model.name = name
+    from_config = get_model(config.model, 10, 12, 3)
+    extra = {"n_behaviors": 3} if "n_behaviors" in {f.name for f in dataclasses.fields(cls)} else {}
+    by_hand = cls(n_users=10, n_items=12, **fixed, **extra)
+    assert from_config == by_hand, name

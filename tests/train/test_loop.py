@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from hnt_jax.config import base_config
-from hnt_jax.data.errors import ConfigError
-from hnt_jax.train.loop import Run, TrainingDiverged, train_and_evaluate
+from hnt_jax.errors import ConfigError
+from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
+from hnt_jax.train.setup import Run
 from hnt_jax.train.records import source_commit, versions
 from tests.conftest import REPO
 
@@ -90,8 +91,8 @@ def test_time_limit_stops_resumably_and_the_rerun_finishes_identically(tmp_path)
 def test_hnt_resume_restores_hesitation_sets_exactly(tmp_path):
   config = small_config(epochs=6)
   config.model.name = "hnt"
-  config.model.hesitation.refresh_every = 2
-  config.model.hesitation.threshold = 0.0  # every user gets a non-empty set, so L_hes is active
+  config.model.hnt.hes_refresh_every = 2
+  config.model.hnt.hes_threshold = 0.0  # every user gets a non-empty set, so L_hes is active
   run = Run(config)  # shared by the three trainings: its jitted functions compile once
   full = train_and_evaluate(config, str(tmp_path / "full"), run=run)
   with pytest.raises(Interrupt):
@@ -183,7 +184,7 @@ def test_extra_loss_term_is_added_to_the_step():
   import jax.numpy as jnp
   import numpy as np
 
-  from hnt_jax.train.loop import Run
+  from hnt_jax.train.setup import Run
   from hnt_jax.train.step import TrainState, make_optimizer, make_train_step
   config = small_config()
   run = Run(config)

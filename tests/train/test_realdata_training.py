@@ -24,7 +24,8 @@ def test_heuristic_lands_at_the_published_floor(data_dir, tmp_path):
 
 
 def test_lightgcn_beats_popularity_after_a_few_epochs(data_dir, tmp_path):
-  popularity = taobao(data_dir, name="heuristic", heuristic_weights="0,0", heuristic_popularity=1.0)
+  popularity = taobao(data_dir, name="heuristic")
+  popularity.model.heuristic.update(weights="0,0", popularity=1.0)
   pop = train_and_evaluate(popularity, str(tmp_path / "pop"))["test"]
   config = taobao(data_dir, name="lightgcn")
   config.train.update(epochs=4, eval_every=4, learning_rate=0.01)

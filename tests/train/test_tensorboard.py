@@ -4,7 +4,8 @@ import struct
 
 import pytest
 
-from hnt_jax.train.loop import Run, train_and_evaluate
+from hnt_jax.train.loop import train_and_evaluate
+from hnt_jax.train.setup import Run
 from tests.train.test_loop import Interrupt, interrupt_after, read_lines, small_config
 
 

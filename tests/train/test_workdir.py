@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from hnt_jax.data.errors import WorkdirError
+from hnt_jax.errors import WorkdirError
 from hnt_jax.train import records
-from hnt_jax.train.loop import Run, train_and_evaluate
+from hnt_jax.train.loop import train_and_evaluate
+from hnt_jax.train.setup import Run
 from tests.conftest import REPO
 from tests.train.test_loop import Interrupt, interrupt_after, read_lines, small_config, strip_timing
 

@@ -6,6 +6,10 @@ Scores are ŷ_ui = ⟨z_u, z_i⟩ with z_i = e_i^K; with `score_fusion`, a weak-
 α · c_θ(x_ui) (α ≥ 0 learned; c_θ under stop_gradient, so only α learns from the ranking losses).
 The hesitation sets are a Flax variable collection ("hesitation"), refreshed by `refresh` and saved in
 checkpoints with the parameters.
+
+One model class, as the other models are: embeddings out, loss, scores, refresh and diagnostics read as one
+unit, so the file is longer than most (about 340 lines); the parts' maths are in encoder.py, transfer.py and
+hesitation.py.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hnt_jax.data.errors import ConfigError
 from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
@@ -37,36 +40,53 @@ class HNTEmbeddings:
   cand_logits: jax.Array
 
 
+# the choices of HNT's string settings (checked by hnt_jax.config_checks before any data loads)
+CONV_EMBEDDINGS = ("all", "auxiliary", "none")
+FUSION_PAIRS = ("auxiliary", "weak")
+FUSION_VALUES = ("probability", "logit")
+
+
 class HNT(Recommender):
+  """HNT (docs/method.md). Its fields are its settings and their defaults: `config.model.hnt` is built from
+  them, so `HNT(n_users=..., n_items=..., n_behaviors=...)` is the model the command line trains."""
   n_behaviors: int = 3
   embed_dim: int = 64
   n_layers: int = 2
   init_std: float = 0.1
   l2: float = 1e-4
-  encoder: str = "cascade"
-  residual: bool = False
-  use_negative_transfer: bool = True
-  use_hesitation: bool = True
-  use_sim_loss: bool = True
-  sim_dim: int = 64
-  gate_temperature: float = 0.2
-  sim_temperature: float = 0.2
-  lambda_aux: float = 0.0
-  lambda_hes: float = 0.5
-  lambda_conv: float = 0.1
-  lambda_sim: float = 0.1
-  conv_hidden: int = 64
-  conv_batch: int = 1024
-  conv_stop_gradient: bool = True
-  conv_embeddings: str = "all"  # "all" | "auxiliary" | "none"
-  hes_refresh_every: int = 5
-  hes_threshold: float = 0.6
-  hes_size: int = 8
-  hes_beta: float = 0.0
-  score_fusion: bool = False
-  fusion_pairs: str = "weak"  # "weak" | "auxiliary"
-  fusion_value: str = "logit"  # "logit" | "probability"
-  gate_edge_budget: float = 0.0  # training: gate only the step's users' edges, in this share of the edges
+  encoder: str = "cascade"  # cascade | parallel
+  residual: bool = False  # cascade: behavior k starts from E_{k-1} + E⁰
+  use_negative_transfer: bool = True  # False: every gate g_uj = 1 (plain mean fusion)
+  use_hesitation: bool = True  # False: no conversion model, no hesitation sets, no L_hes, no fusion
+  use_sim_loss: bool = True  # L_sim, the co-purchase InfoNCE that trains the similarity space
+  sim_dim: int = 64  # d' of the item-similarity space φ
+  gate_temperature: float = 0.2  # τ
+  sim_temperature: float = 0.2  # τ_s
+  lambda_aux: float = 0.0  # λ_aux: BPR on each auxiliary behavior
+  lambda_hes: float = 0.5  # λ_h
+  lambda_conv: float = 0.1  # λ_c
+  lambda_sim: float = 0.1  # λ_s
+  conv_hidden: int = 64  # conversion MLP width
+  conv_batch: int = 1024  # converting and weak-signal pairs sampled per step (each)
+  conv_stop_gradient: bool = True  # conversion features use embeddings under stop_gradient
+  conv_embeddings: str = "all"  # embedding products in x_ui: one of CONV_EMBEDDINGS
+  hes_refresh_every: int = 5  # epochs between hesitation-set refreshes
+  hes_threshold: float = 0.6  # τ_h
+  hes_size: int = 8  # m
+  hes_max_candidates: int = 128  # weak-signal candidates kept per user
+  hes_beta: float = 0.0  # β: keeps hesitation items below real purchases
+  # hesitation-aware scoring (defaults chosen on validation: Taobao and the planted data; docs/method.md)
+  score_fusion: bool = True  # add α·f(c_θ(x_ui)) to the scores of pairs with auxiliary evidence
+  fusion_pairs: str = "auxiliary"  # one of FUSION_PAIRS: also converting training pairs, or candidates only
+  fusion_value: str = "probability"  # one of FUSION_VALUES: σ(c_θ), a bonus in [0, α], or the logit
+  # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
+  # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
+  gate_edge_budget: float = 0.5
+
+  def graph_extras(self, ds) -> dict:
+    """The weak-signal tables HNT reads (`Graphs.weak`), built once on the host."""
+    from hnt_jax.signals import weak_signals
+    return {"weak": weak_signals(ds, self.hes_max_candidates)} if ds.auxiliary else {}
 
   @property
   def n_aux(self) -> int:
@@ -81,12 +101,6 @@ class HNT(Recommender):
     return self.use_hesitation and self.n_aux > 0
 
   def setup(self):
-    if self.fusion_pairs not in ("weak", "auxiliary"):
-      raise ConfigError(f"model.hesitation.fusion_pairs={self.fusion_pairs!r} is not one of weak, auxiliary")
-    if self.conv_embeddings not in ("all", "auxiliary", "none"):
-      raise ConfigError(f"model.conv_embeddings={self.conv_embeddings!r} is not one of all, auxiliary, none")
-    if self.fusion_value not in ("logit", "probability"):
-      raise ConfigError(f"model.hesitation.fusion_value={self.fusion_value!r} is not one of logit, probability")
     init = nn.initializers.normal(self.init_std)
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))

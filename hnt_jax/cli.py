@@ -1,4 +1,5 @@
-"""What each command-line mode does, behind one `run(config, workdir, mode)` call."""
+"""The command line's modes behind one `run_mode(config, workdir, mode)` call, and the clean one-line exit for
+bad input that every command-line tool uses (`main_with_clean_errors`)."""
 from __future__ import annotations
 
 import logging
@@ -8,12 +9,12 @@ from typing import Callable, Optional
 
 import ml_collections
 
-from hnt_jax.data.errors import ConfigError, InputError
+from hnt_jax.errors import ConfigError, InputError
 
 MODES = ("train", "stats")  # the first is the default
 
 
-def run(config: ml_collections.ConfigDict, workdir: Optional[str], mode: Optional[str] = None) -> int:
+def run_mode(config: ml_collections.ConfigDict, workdir: Optional[str], mode: Optional[str] = None) -> int:
   """Runs `mode` (default: the first of MODES); returns a process exit status."""
   mode = mode or MODES[0]
   if mode not in MODES:
@@ -28,11 +29,11 @@ def stats(config) -> int:
   from hnt_jax.config_checks import validate
   from hnt_jax.data.dataset import format_statistics, statistics
   from hnt_jax.data.load import load_dataset
-  from hnt_jax.graph import build_graphs
+  from hnt_jax.train.setup import graphs_from_config
 
   validate(config)
   ds = load_dataset(config.data)
-  graphs = build_graphs(ds)
+  graphs = graphs_from_config(config, ds)
   print(format_statistics(statistics(ds)))
   edges = ", ".join(f"{b} {g.adj.nse:,}" for b, g in zip(graphs.behaviors, graphs.per_behavior))
   print(f"- graphs: {ds.n_users + ds.n_items:,} nodes; adjacency entries per behavior: {edges}")

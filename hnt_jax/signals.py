@@ -1,0 +1,114 @@
+"""Weak signals of a multi-behavior dataset, built once on the host for the models that read them.
+
+Converting pairs C (auxiliary pairs that also have the target in training) and weak-signal pairs W
+(auxiliary pairs that never converted), each user's weak-signal candidates and converting pairs as padded
+tables, and conversion statistics. HNT builds them (`HNT.graph_extras`); any model's extra loss can have
+them with `Run(config, weak_signals=True)`. They land in `Graphs.weak`.
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from hnt_jax.data.dataset import Dataset
+
+
+@flax.struct.dataclass
+class WeakSignals:
+  """Converting (C) and weak-signal (W) auxiliary pairs, per-user weak-signal candidates, statistics.
+
+  Aux flags are float [.., K-1] (which auxiliary behaviors the pair has). `item_stats` holds per item
+  [log(1 + purchases), smoothed share of its auxiliary pairs that converted]; `user_stats` the user's
+  smoothed converted share. Candidates: for each user up to C weak-signal items, those with the most
+  auxiliary behaviors first (ties: lower item id), padded, with a mask. `conv_table_*` holds each user's
+  converting pairs the same way (so that any (user, item) pair's auxiliary flags can be looked up).
+  """
+  conv_users: jax.Array  # [|C|]
+  conv_items: jax.Array
+  conv_aux: jax.Array  # [|C|, K-1]
+  weak_users: jax.Array  # [|W|]
+  weak_items: jax.Array
+  weak_aux: jax.Array  # [|W|, K-1]
+  cand_items: jax.Array  # [M, C] int32 (0 where padded)
+  cand_mask: jax.Array  # [M, C] bool
+  cand_aux: jax.Array  # [M, C, K-1]
+  cand_flat: jax.Array  # [number of real candidates] int32: user * C + slot of each, in order
+  conv_table_items: jax.Array  # [M, C'] int32 (0 where padded)
+  conv_table_mask: jax.Array  # [M, C'] bool
+  conv_table_aux: jax.Array  # [M, C', K-1]
+  item_stats: jax.Array  # [N, 2]
+  user_stats: jax.Array  # [M, 1]
+
+
+def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+  flags = np.zeros((users.shape[0], len(ds.auxiliary)), np.float32)
+  for k, b in enumerate(ds.auxiliary):
+    flags[:, k] = np.asarray(ds.train[b][users, items]).ravel() != 0
+  return flags
+
+
+def _pairs(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+  mat = sp.csr_matrix(mat)
+  mat.sort_indices()
+  return np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr)), mat.indices.astype(np.int64)
+
+
+def _smoothed_share(converted: np.ndarray, total: np.ndarray, prior: float, strength: float = 5.0):
+  return ((converted + strength * prior) / (total + strength)).astype(np.float32)
+
+
+def _padded_pairs(users: np.ndarray, items: np.ndarray, aux: np.ndarray, m: int, width: int):
+  """Per user, up to `width` of its pairs (most auxiliary behaviors first, then lower item id), padded:
+  (items [M, width] int32, mask [M, width], aux [M, width, K-1])."""
+  strength = aux.sum(axis=1)
+  order = np.lexsort((items, -strength, users))
+  u_sorted = users[order]
+  start = np.searchsorted(u_sorted, np.arange(m))
+  rank = np.arange(order.shape[0]) - start[u_sorted]
+  keep = rank < width
+  out_items = np.zeros((m, width), np.int32)
+  out_mask = np.zeros((m, width), bool)
+  out_aux = np.zeros((m, width, aux.shape[1]), np.float32)
+  rows, cols = u_sorted[keep], rank[keep]
+  out_items[rows, cols] = items[order][keep]
+  out_mask[rows, cols] = True
+  out_aux[rows, cols] = aux[order][keep]
+  return out_items, out_mask, out_aux
+
+
+def _flat_indices(mask: np.ndarray) -> np.ndarray:
+  if mask.size >= 2**31:
+    raise ValueError(f"{mask.shape[0]} users x {mask.shape[1]} candidates do not fit int32 indices; "
+                     "lower model.hesitation.max_candidates")
+  return np.flatnonzero(mask.ravel())
+
+
+def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
+  """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
+  conv_u, conv_i = _pairs(ds.converting_pairs())
+  weak_u, weak_i = _pairs(ds.weak_signal_pairs())
+  conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
+  m, n = ds.n_users, ds.n_items
+  cand_items, cand_mask, cand_aux = _padded_pairs(weak_u, weak_i, weak_aux, m, max_candidates)
+  conv_width = max(1, min(int(max_candidates), int(np.bincount(conv_u, minlength=m).max(initial=0))))
+  conv_items, conv_mask, conv_table_aux = _padded_pairs(conv_u, conv_i, conv_aux, m, conv_width)
+  # conversion statistics from training data
+  aux_item = np.bincount(np.concatenate([conv_i, weak_i]), minlength=n)
+  aux_user = np.bincount(np.concatenate([conv_u, weak_u]), minlength=m)
+  prior = conv_i.shape[0] / max(conv_i.shape[0] + weak_i.shape[0], 1)
+  purchases = np.asarray(ds.train_target.sum(axis=0)).ravel()
+  item_stats = np.stack([np.log1p(purchases).astype(np.float32),
+                         _smoothed_share(np.bincount(conv_i, minlength=n), aux_item, prior)], axis=1)
+  user_stats = _smoothed_share(np.bincount(conv_u, minlength=m), aux_user, prior)[:, None]
+  i32 = lambda x: jnp.asarray(x, jnp.int32)
+  return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
+                     weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
+                     cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
+                     cand_aux=jnp.asarray(cand_aux), cand_flat=i32(_flat_indices(cand_mask)),
+                     conv_table_items=jnp.asarray(conv_items),
+                     conv_table_mask=jnp.asarray(conv_mask), conv_table_aux=jnp.asarray(conv_table_aux),
+                     item_stats=jnp.asarray(item_stats),
+                     user_stats=jnp.asarray(user_stats))

@@ -29,15 +29,17 @@ def base_config() -> ml_collections.ConfigDict:
   data.target = "buy"
   # behavior -> file name, for every behavior the dataset ships (data.behaviors picks which are read)
   data.files = ml_collections.ConfigDict()
-  data.valid_file = ""  # empty: no validation split
+  data.valid_file = ""  # empty: no validation file (holdout_valid then carves one from the training target)
   data.test_file = "test.txt"
   data.count_file = ""  # JSON {"user": M, "item": N} (CRGCN layout); empty: use n_users / n_items
   data.n_users = 0  # declared totals; 0: take them from count_file, the matrices, or the largest id
   data.n_items = 0
   data.id_base = 1  # 1 if the files count users and items from 1, 0 if from 0
-  # holdout_valid: validation pairs are removed from the training target (clean model selection);
-  # published: the files are read exactly as published.
+  # holdout_valid: validation pairs are removed from the training target (clean model selection); without a
+  # validation file, one training target item of every user with two or more is carved out as validation
+  # (drawn with data.holdout_seed). published: the files are read exactly as published.
   data.split = "holdout_valid"
+  data.holdout_seed = 0
   # The published validation file is a subset of the training target (taobao_mbcgcn); allowed only then.
   data.valid_inside_train = False
   data.cache_dir = ""  # processed-data cache; empty: $HNT_CACHE_DIR or ~/.cache/hnt_jax

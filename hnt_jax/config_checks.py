@@ -77,7 +77,7 @@ def rules() -> dict[str, Rule]:
   return {
       "seed": at_least(0),
       "data.format": one_of(*FORMATS), "data.split": one_of(*SPLITS),
-      "data.n_users": at_least(0, MAX_ID), "data.n_items": at_least(0, MAX_ID), "data.id_base": at_least(0),
+      "data.holdout_seed": at_least(0), "data.n_users": at_least(0, MAX_ID), "data.n_items": at_least(0, MAX_ID), "data.id_base": at_least(0),
       "data.synthetic.n_users": at_least(2, MAX_ID), "data.synthetic.n_items": at_least(2, MAX_ID),
       "data.synthetic.dim": at_least(1), "data.synthetic.purchases_per_user": above(0),
       "data.synthetic.hesitations_per_user": at_least(0), "data.synthetic.noise_rate": at_least(0),

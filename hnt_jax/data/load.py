@@ -22,7 +22,7 @@ from hnt_jax.errors import ConfigError, DataError, DatasetNotFoundError
 
 FORMATS = ("pairs", "adjacency", "pickled_csr", "synthetic")
 SPLITS = ("holdout_valid", "published")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: validation carved from training when no file ships one
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _cache_key(data_cfg, behaviors, paths) -> str:
   settings = dict(version=_CACHE_VERSION, format=data_cfg.format, behaviors=behaviors,
                   id_base=data_cfg.id_base, split=data_cfg.split, n_users=data_cfg.n_users,
                   n_items=data_cfg.n_items, valid_inside_train=data_cfg.valid_inside_train,
+                  holdout_seed=data_cfg.holdout_seed if not data_cfg.valid_file else None,
                   files={role: (os.path.basename(p), sha256_of(p)) for role, p in sorted(paths.items())})
   return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -201,8 +202,12 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
                         paths[target])
     elif overlap.any() and not data_cfg.valid_inside_train:
       validate.check_no_leakage(raw["valid"], train[target], "validation", paths[target])
+  if valid is None and data_cfg.split == "holdout_valid":  # no validation file: carve one item per user
+    valid = validate.carve_validation(train[target], int(data_cfg.holdout_seed))
+    train[target] = binary_csr(train[target] - valid)
+    info.update(heldout_from_train=int(valid.nnz), valid_carved_seed=int(data_cfg.holdout_seed))
   test, duplicates["test"] = validate.to_binary_csr(raw["test"], n_users, n_items)
-  if valid is not None:
+  if "valid" in raw:  # a carved validation split comes from training, which the test split may not touch
     validate.check_disjoint(raw["test"], valid, paths["valid"])
   validate.check_no_leakage(raw["test"], train[target], "test", paths[target])
   info["users_without_test"] = int(n_users - np.count_nonzero(np.diff(test.indptr)))

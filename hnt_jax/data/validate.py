@@ -83,6 +83,19 @@ def inferred_total(parts: list[Interactions], axis: str, declare: str) -> int:
   return total
 
 
+def carve_validation(target: sp.csr_matrix, seed: int) -> sp.csr_matrix:
+  """One training target item per user with at least two, drawn uniformly with `seed`: the validation split
+  of a dataset that ships none. Users with a single purchase keep it for training."""
+  degree = np.diff(target.indptr)
+  users = np.flatnonzero(degree >= 2)
+  draws = np.random.default_rng(seed).random(target.shape[0])[users]
+  picks = target.indptr[users] + np.minimum((draws * degree[users]).astype(np.int64), degree[users] - 1)
+  items = target.indices[picks]
+  valid = sp.csr_matrix((np.ones(users.shape[0], np.float32), (users, items)), shape=target.shape)
+  valid.sort_indices()
+  return valid
+
+
 def to_binary_csr(x: Interactions, n_users: int, n_items: int) -> tuple[sp.csr_matrix, int]:
   """Binary users x items CSR matrix (sorted indices) and the number of duplicate pairs removed."""
   keys = x.users * n_items + x.items

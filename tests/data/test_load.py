@@ -122,7 +122,8 @@ def test_totals_inferred_from_largest_id(tmp_path):
 def test_adjacency_format(tmp_path):
   files = {"view.txt": "0 0 1\n1 2\n2 3\n", "buy.txt": "0 0\n1 2 1\n2 3\n", "valid.txt": "",
            "test.txt": "0 2\n1 3\n"}
-  ds = load.load_dataset(pairs_dataset(tmp_path, files, format="adjacency", id_base=0, valid_file=""))
+  ds = load.load_dataset(pairs_dataset(tmp_path, files, format="adjacency", id_base=0, valid_file="",
+                                       split="published"))
   assert ds.train["buy"].toarray().tolist() == [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]]
   assert ds.valid is None
 
@@ -166,3 +167,37 @@ def test_cache_is_written_under_cache_dir_not_beside_data(tmp_path):
   load.load_dataset(pairs_dataset(tmp_path, TOY, cache_dir=str(tmp_path / "cache")))
   assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(TOY)
   assert len(list((tmp_path / "cache").glob("toy-*.npz"))) == 1
+
+
+NO_VALID = {
+    "view.txt": "1 1\n1 2\n2 3\n3 4\n",
+    "buy.txt": "1 1\n1 2\n1 4\n2 3\n3 4\n3 1\n",  # users 1 and 3 have several purchases, user 2 one
+    "test.txt": "1 3\n2 4\n",
+}
+
+
+def test_without_a_validation_file_one_purchase_per_user_is_carved_out(tmp_path):
+  ds = load.load_dataset(pairs_dataset(tmp_path, NO_VALID, valid_file="", n_items=4))
+  full = load.load_dataset(pairs_dataset(tmp_path, NO_VALID, valid_file="", n_items=4, split="published"))
+  assert full.valid is None and full.train["buy"].nnz == 6
+  valid = ds.valid.toarray()
+  assert valid.sum(axis=1).tolist() == [1, 0, 1]  # user 2 keeps its only purchase for training
+  assert (ds.train["buy"].toarray() + valid == full.train["buy"].toarray()).all()  # carved, not added
+  assert ds.info["heldout_from_train"] == 2 and ds.info["valid_carved_seed"] == 0
+  assert not ds.valid.multiply(ds.test).nnz and (ds.test != full.test).nnz == 0
+
+
+def test_carving_is_seeded_and_uniform_over_the_users_purchases():
+  import scipy.sparse as sp
+  from hnt_jax.data import validate
+  rng = np.random.default_rng(0)
+  target = sp.csr_matrix((rng.random((300, 8)) < 0.5).astype(np.float32))
+  a, b = validate.carve_validation(target, 0), validate.carve_validation(target, 0)
+  assert (a != b).nnz == 0 and (a != validate.carve_validation(target, 1)).nnz > 0
+  assert not (a - a.multiply(target)).nnz  # every carved pair is a training pair
+  degree = np.diff(target.indptr)
+  assert np.array_equal(np.diff(a.indptr), (degree >= 2).astype(int))
+  # each of a user's items is as likely: over many seeds the picks of one user spread over all of them
+  user = int(np.argmax(degree))
+  picks = {int(validate.carve_validation(target, s)[user].indices[0]) for s in range(200)}
+  assert picks == set(target[user].indices.tolist())

@@ -59,11 +59,15 @@ def test_tmall_with_click_names_the_missing_file(data_dir):
 
 
 def test_retailrocket_counts(data_dir):
-  ds = load("retailrocket.py", data_dir)
+  ds = load("retailrocket.py", data_dir, split="published")
   s = statistics(ds)
   assert (s["users"], s["items"]) == (2174, 30113)
   assert {b: v["pairs"] for b, v in s["behaviors"].items()} == dict(view=75374, cart=12456, buy=9551)
   assert s["test"]["pairs"] == 2174 and s["test"]["observed_in"]["any"] == 0.0
+  carved = load("retailrocket.py", data_dir)  # the default: one validation purchase per user carved out
+  several = int((np.diff(ds.train_target.indptr) >= 2).sum())
+  assert carved.valid.nnz == several and carved.train_target.nnz == 9551 - several
+  assert not carved.valid.multiply(carved.test).nnz and (carved.test != ds.test).nnz == 0
 
 
 def test_stats_mode_prints_published_counts(data_dir):

@@ -40,36 +40,26 @@ class Checkpoints:
     """(epoch, payload) of the newest readable checkpoint, or None when there is none."""
     return _restore_newest(self.latest, abstract, "latest")
 
-  def restore_best(self, abstract: Any) -> Optional[tuple[int, Any]]:
-    return _restore_newest(self.best, abstract, "best")
-
   def restore_recorded_best(self, abstract: Any, best_epoch: int) -> tuple[int, Any]:
     """The state of `best_epoch`, the epoch the loop's saved state records as best: `best/<best_epoch>`, or
     else its copy in `checkpoints/` (and `best/` is rewritten from it). A best state that is lost is a
     WorkdirError: another epoch is never reported in its place."""
-    found = _restore_newest(self.best, abstract, "best")
-    if found is not None and found[0] == best_epoch:
-      return found
-    self.latest.reload()
-    if best_epoch in self.latest.all_steps():
-      try:
-        payload = self.latest.restore(best_epoch, args=ocp.args.StandardRestore(abstract))
-      except Exception as e:  # unreadable too: nothing left to rebuild from
-        log.warning("checkpoint %s is unreadable (%s: %s)", os.path.join(str(self.latest.directory),
-                                                                       str(best_epoch)), type(e).__name__, e)
-      else:
-        log.warning("best checkpoint of epoch %d is missing or unreadable; rebuilt it from checkpoints/%d",
-                    best_epoch, best_epoch)
-        self.best.reload()
-        for step in self.best.all_steps():
-          self.best.delete(step)
-        self.save_best(best_epoch, payload)
-        return best_epoch, payload
-    raise WorkdirError(
-        f"the best state (epoch {best_epoch}, as the run's saved loop state records) is missing or "
-        f"unreadable, and checkpoints/ holds no copy of it; nothing was reported in its place. Restore "
-        f"best/{best_epoch}, or train again in a new --workdir (the same config and seed reproduce the run)",
-        os.path.join(os.path.abspath(self.workdir), "best"))
+    payload = _restore_step(self.best, best_epoch, abstract, "best")
+    if payload is not None:
+      return best_epoch, payload
+    payload = _restore_step(self.latest, best_epoch, abstract, "latest")
+    if payload is None:
+      raise WorkdirError(
+          f"the best state (epoch {best_epoch}, as the run's saved loop state records) is missing or "
+          f"unreadable, and checkpoints/ holds no copy of it; nothing was reported in its place. Restore "
+          f"best/{best_epoch}, or train again in a new --workdir (the same config and seed reproduce the run)",
+          os.path.join(os.path.abspath(self.workdir), "best"))
+    log.warning("best checkpoint of epoch %d is missing or unreadable; rebuilt it from checkpoints/%d",
+                best_epoch, best_epoch)
+    for step in self.best.all_steps():
+      self.best.delete(step)
+    self.save_best(best_epoch, payload)
+    return best_epoch, payload
 
   def discard_after(self, epoch: int) -> None:
     """Removes checkpoints newer than `epoch` (unreadable ones, or the future of an abandoned run)."""
@@ -87,12 +77,26 @@ class Checkpoints:
 def _restore_newest(manager: ocp.CheckpointManager, abstract: Any, what: str):
   manager.reload()
   for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as e:  # corrupt or partial: try the previous one
-      log.warning("%s checkpoint %s is unreadable (%s: %s); falling back to the previous one", what,
-                  os.path.join(str(manager.directory), str(step)), type(e).__name__, e)
+    payload = _restore_step(manager, step, abstract, what, reload=False,
+                            then="; falling back to the previous one")
+    if payload is not None:
+      return step, payload
   return None
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract: Any, what: str, reload: bool = True,
+                  then: str = ""):
+  """The payload of checkpoint `step`, or None when it is absent or unreadable (with a warning)."""
+  if reload:
+    manager.reload()
+  if step not in manager.all_steps():
+    return None
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # corrupt or partial
+    path = os.path.join(str(manager.directory), str(step))
+    log.warning("%s checkpoint %s is unreadable (%s: %s)%s", what, path, type(e).__name__, e, then)
+    return None
 
 
 def abstract_of(tree: Any) -> Any:

@@ -31,18 +31,25 @@ log = logging.getLogger(__name__)
 
 # --- files ---------------------------------------------------------------------------------------------
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as JSON to `path` atomically (a temporary file in the same folder, then a rename)."""
+def replace_file(path: str, write) -> None:
+  """Writes `path` atomically: `write(f)` fills a temporary file in the same folder, which then replaces it."""
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
-      f.write("\n")
+      write(f)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as JSON to `path` atomically."""
+  def write(f):
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  replace_file(path, write)
 
 
 def read_json(path: str) -> Any:
@@ -87,19 +94,15 @@ def truncate_metrics(workdir: str, epoch: int) -> None:
   if not os.path.exists(path):
     return
   kept = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epoch]
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".metrics.jsonl.", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-  os.replace(tmp, path)
+  replace_file(path, lambda f: f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
 class Scalars:
   """TensorBoard event files in the workdir, written with tensorboardX (no TensorFlow needed): per epoch
   `train/loss`, each loss part, `train/epoch_seconds` and `train/steps_per_second`; per evaluation
   `valid/<metric>` and `diagnostics/<name>`; at the end `test/<metric>` at the best epoch (`hr@10` is
-  tagged `hr_at_10`). A resumed run
-  purges the events after the epoch it resumes from, so its curves are those of an uninterrupted run."""
+  tagged `hr_at_10`). A resumed run purges the events after the epoch it resumes from, so its curves are
+  those of an uninterrupted run."""
 
   def __init__(self, workdir: str, enabled: bool = True, resume_epoch: int = 0):
     self._writer = None

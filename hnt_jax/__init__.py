@@ -38,6 +38,7 @@ _API = {
     "CRGCN": "hnt_jax.models",
     "MBCGCN": "hnt_jax.models",
     "Heuristic": "hnt_jax.models",
+    "PairRanker": "hnt_jax.models",
     # loss terms (pure functions)
     "bpr_loss": "hnt_jax.models.base",
     "behavior_bpr": "hnt_jax.models.base",

@@ -96,8 +96,10 @@ def rules() -> dict[str, Rule]:
       "model.hnt.conv_embeddings": one_of(*hnt.CONV_EMBEDDINGS), "model.hnt.gate_edge_budget": share,
       "model.hnt.hes_refresh_every": at_least(1), "model.hnt.hes_threshold": share,
       "model.hnt.hes_size": at_least(1), "model.hnt.hes_max_candidates": at_least(1),
-      "model.hnt.hes_beta": at_least(0), "model.hnt.fusion_pairs": one_of(*hnt.FUSION_PAIRS),
-      "model.hnt.fusion_value": one_of(*hnt.FUSION_VALUES),
+      "model.hnt.hes_beta": at_least(0), "model.hnt.scorer_hidden": at_least(1),
+      "model.hnt.scorer_layers": at_least(0), "model.hnt.cf_temperature": above(0),
+      "model.pair_ranker.hidden": at_least(1), "model.pair_ranker.layers": at_least(0),
+      "model.pair_ranker.max_candidates": at_least(1),
       "train.epochs": at_least(1), "train.batch_size": at_least(1), "train.optimizer": one_of(*OPTIMIZERS),
       "train.learning_rate": above(0), "train.weight_decay": at_least(0), "train.eval_every": at_least(1),
       "train.patience": at_least(0), "train.checkpoint_every": at_least(1),
@@ -136,6 +138,9 @@ def validate(config) -> None:
   behaviors = parse_behaviors(config.data)
   select_metric(config)
   _check_heuristic_weights(config, len(behaviors) - 1)
+  if config.model.name == "pair_ranker" and len(behaviors) < 2:
+    raise ConfigError(f"--config.model.name=pair_ranker needs at least one auxiliary behavior; "
+                      f"data.behaviors={','.join(behaviors)!r} has only the target")
 
 
 def _check_heuristic_weights(config, n_aux: int) -> None:

@@ -41,6 +41,13 @@ class WeakSignals:
   conv_table_aux: jax.Array  # [M, C', K-1]
   item_stats: jax.Array  # [N, 2]
   user_stats: jax.Array  # [M, 1]
+  # raw training counts, for the pair evidence (hnt_jax.models.evidence), which removes a training pair's
+  # own purchase from them (leave-one-out)
+  item_counts: jax.Array  # [N, K]: users with each behavior on the item (auxiliary behaviors, then target)
+  item_conv: jax.Array  # [N, K-1]: users with auxiliary behavior k on the item who also bought it
+  user_counts: jax.Array  # [M, K]: items per behavior of the user
+  user_conv: jax.Array  # [M, 2]: the user's converting pairs, and auxiliary pairs
+  conv_prior: jax.Array  # [K]: share of auxiliary-k pairs that converted (k < K-1), and of all
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -54,6 +61,14 @@ def _pairs(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
   mat = sp.csr_matrix(mat)
   mat.sort_indices()
   return np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr)), mat.indices.astype(np.int64)
+
+
+def _col_counts(mat) -> np.ndarray:
+  return np.asarray((sp.csr_matrix(mat) != 0).sum(axis=0)).ravel().astype(np.float64)
+
+
+def _row_counts(mat) -> np.ndarray:
+  return np.asarray((sp.csr_matrix(mat) != 0).sum(axis=1)).ravel().astype(np.float64)
 
 
 def _smoothed_share(converted: np.ndarray, total: np.ndarray, prior: float, strength: float = 5.0):
@@ -103,7 +118,16 @@ def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
   item_stats = np.stack([np.log1p(purchases).astype(np.float32),
                          _smoothed_share(np.bincount(conv_i, minlength=n), aux_item, prior)], axis=1)
   user_stats = _smoothed_share(np.bincount(conv_u, minlength=m), aux_user, prior)[:, None]
+  target = ds.train_target
+  item_counts = np.stack([_col_counts(ds.train[b]) for b in ds.behaviors], axis=1)
+  user_counts = np.stack([_row_counts(ds.train[b]) for b in ds.behaviors], axis=1)
+  item_conv = np.stack([_col_counts(sp.csr_matrix(ds.train[b]).multiply(target) != 0)
+                        for b in ds.auxiliary], axis=1).reshape(n, len(ds.auxiliary))
+  aux_totals = item_counts[:, :-1].sum(axis=0)
+  conv_prior = np.append(item_conv.sum(axis=0) / np.maximum(aux_totals, 1), prior)
+  user_conv = np.stack([np.bincount(conv_u, minlength=m), aux_user], axis=1)
   i32 = lambda x: jnp.asarray(x, jnp.int32)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
   return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
                      weak_users=i32(weak_u), weak_items=i32(weak_i), weak_aux=jnp.asarray(weak_aux),
                      cand_items=jnp.asarray(cand_items), cand_mask=jnp.asarray(cand_mask),
@@ -111,4 +135,6 @@ def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
                      conv_table_items=jnp.asarray(conv_items),
                      conv_table_mask=jnp.asarray(conv_mask), conv_table_aux=jnp.asarray(conv_table_aux),
                      item_stats=jnp.asarray(item_stats),
-                     user_stats=jnp.asarray(user_stats))
+                     user_stats=jnp.asarray(user_stats),
+                     item_counts=f32(item_counts), item_conv=f32(item_conv), user_counts=f32(user_counts),
+                     user_conv=f32(user_conv), conv_prior=f32(conv_prior))

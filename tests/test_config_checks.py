@@ -86,6 +86,15 @@ def test_heuristic_weights_must_match_the_auxiliary_behaviors():
   validate(config)
 
 
+def test_pair_ranker_needs_an_auxiliary_behavior():
+  config = base_config()
+  config.model.name = "pair_ranker"
+  validate(config)
+  config.data.behaviors = "buy"
+  with pytest.raises(ConfigError, match="pair_ranker needs at least one auxiliary behavior"):
+    validate(config)
+
+
 def test_a_key_outside_the_schema_is_named():
   config = base_config()
   config.model.update({"heuristic_weights": "0,0"})  # ConfigDict.update adds keys silently

@@ -19,6 +19,7 @@ from hnt_jax.models.heuristic import Heuristic
 from hnt_jax.models.hnt import HNT
 from hnt_jax.models.lightgcn import LightGCN
 from hnt_jax.models.mf import MF
+from hnt_jax.models.pair_ranker import PairRanker
 
 # name -> (module, its config block or None, fixed keyword arguments)
 REGISTRY: dict[str, tuple[type, str | None, dict[str, Any]]] = {
@@ -29,6 +30,7 @@ REGISTRY: dict[str, tuple[type, str | None, dict[str, Any]]] = {
     "crgcn": (CRGCN, "crgcn", {}),
     "mbcgcn": (MBCGCN, None, {}),
     "hnt": (HNT, "hnt", {}),
+    "pair_ranker": (PairRanker, "pair_ranker", {}),
 }
 SHARED = ("embed_dim", "n_layers", "init_std", "l2")  # config.model.<key>, for every module that has it
 _DATA = ("n_users", "n_items", "n_behaviors", "parent", "name")  # set from the dataset, not the config
@@ -67,4 +69,4 @@ def get_model(model_cfg, n_users: int, n_items: int, n_behaviors: int = 1) -> Re
 
 
 __all__ = ["Embeddings", "Recommender", "REGISTRY", "get_model", "config_blocks", "bpr_loss", "l2_batch",
-           "Heuristic", "HNT", "LightGCN", "MF", "CRGCN", "MBCGCN"]
+           "Heuristic", "HNT", "PairRanker", "LightGCN", "MF", "CRGCN", "MBCGCN"]

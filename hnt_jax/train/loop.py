@@ -213,7 +213,7 @@ def _format_diagnostics(diagnostics: dict) -> str:
   if not diagnostics:
     return ""
   short = {"hesitation_coverage": "hes cov", "hesitation_precision": "hes prec",
-           "random_precision": "random prec", "score_std": "score std", "fusion_alpha": "alpha"}
+           "random_precision": "random prec", "score_std": "score std"}
   parts = [f"{short.get(k, k)} {v:.3f}" for k, v in diagnostics.items() if k != "hesitation_size"]
   return " | " + ", ".join(parts)
 

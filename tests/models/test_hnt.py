@@ -81,19 +81,18 @@ def test_training_loss_on_active_edges_and_on_the_host_equals_every_edge(tiny):
   results = []
   for b, graphs in ((0.0, xla_graphs), (0.9, xla_graphs), (0.02, xla_graphs), (0.5, host_graphs)):
     cfg.model.hnt.update(gate_edge_budget=b, conv_embeddings="auxiliary")  # only the batch's users are active
-    cfg.model.hnt.score_fusion = True
     model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
     variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                            dummy_batch(), method=model.loss)
     batch = dummy_batch(b=6, seed=4)
 
-    def loss_fn(params, model=model, variables=variables, batch=batch):
+    def loss_fn(params, graphs, model=model, variables=variables, batch=batch):
       return model.apply({**variables, "params": params}, graphs, batch, method=model.loss,
                          rngs={"sample": jax.random.PRNGKey(2)})[0]
 
-    results.append(jax.jit(jax.value_and_grad(loss_fn))(variables["params"]))
+    # (the graphs are arguments, not constants XLA would fold at compile time)
+    results.append(jax.jit(jax.value_and_grad(loss_fn))(variables["params"], graphs))
   cfg.model.hnt.update(gate_edge_budget=0.5, conv_embeddings="all")
-  cfg.model.hnt.score_fusion = False
   users = np.unique(np.asarray(dummy_batch(b=6, seed=4)["users"]))
   assert all(isinstance(g.ops, HostOps) for g in host_graphs.per_behavior)
   for g in xla_graphs.per_behavior[:-1]:  # both branches really happen
@@ -224,10 +223,10 @@ def dummy_batch(b=16, seed=0, n_users=25, n_items=30):
 
 
 def grads_of(model, variables, graphs, batch):
-  def loss_fn(p):
+  def loss_fn(p, graphs):
     return model.apply({**variables, "params": p}, graphs, batch, method=model.loss,
                        rngs={"sample": jax.random.PRNGKey(3)})[0]
-  return jax.jit(jax.grad(loss_fn))(variables["params"])
+  return jax.jit(jax.grad(loss_fn))(variables["params"], graphs)
 
 
 def nonzero_groups(grads):
@@ -237,12 +236,11 @@ def nonzero_groups(grads):
 
 def test_gradients_finite_and_reach_every_group(tiny):
   cfg, ds, graphs = tiny
-  cfg.model.hnt.score_fusion = True
   cfg.model.hnt.lambda_aux = 0.5
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   keys = {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}
   variables = model.init(keys, graphs, dummy_batch(), method=model.loss)
-  # plant non-empty hesitation sets so that L_hes and α are active
+  # plant non-empty hesitation sets so that L_hes is active
   variables = dict(variables)
   variables["hesitation"] = model.apply(variables, graphs, method=model.refresh, mutable=["hesitation"])[1][
       "hesitation"]
@@ -257,9 +255,8 @@ def test_gradients_finite_and_reach_every_group(tiny):
   model0 = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   g0 = nonzero_groups(grads_of(model0, variables, graphs, dummy_batch()))
   assert not any(v for k, v in g0.items() if "conversion" in k)
-  assert g0["['alpha']"] and g0["['users']"]
+  assert g0["['users']"] and any(v for k, v in g0.items() if k.startswith("['scorer']"))
   cfg.model.hnt.update(lambda_conv=0.1, lambda_aux=0.0)
-  cfg.model.hnt.score_fusion = False
 
 
 def test_ablations_switch_modules_off(tiny):
@@ -273,13 +270,23 @@ def test_ablations_switch_modules_off(tiny):
   assert all(float(jnp.min(g)) == 1.0 for g in emb.gates)  # every gate is 1
   _, metrics = model.apply(variables, graphs, dummy_batch(), method=model.loss,
                            rngs={"sample": jax.random.PRNGKey(0)})
-  assert set(metrics) == {"bpr", "l2"}
-  cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True)
+  assert set(metrics) == {"softmax", "l2"}
+  cfg.model.hnt.use_evidence = False  # the collaborative part alone: no scorer
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  assert "scorer" not in variables["params"]
+  emb = model.apply(variables, graphs, method=model.embed)
+  scores = np.asarray(model.apply(variables, graphs, emb, jnp.arange(3), method=model.score))
+  unit = lambda x: np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)
+  np.testing.assert_allclose(scores, unit(emb.users[:3]) @ unit(emb.items).T / model.cf_temperature,
+                             rtol=1e-5, atol=1e-5)
+  cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True, use_evidence=True)
 
 
 def test_score_scale_diagnostics_equal_numpy(tiny):
-  """`score_std` is the std over items of the dot-product scores, averaged over the given users (computed
-  through the items' covariance); `fusion_alpha` is the fusion weight the scores use."""
+  """`score_std` is the std over items of the collaborative part cos(z_u, z_i) / τ_cf, averaged over the
+  given users (computed through the items' covariance)."""
   rng = np.random.default_rng(5)
   users, items = rng.normal(size=(7, 4)), rng.normal(loc=0.3, size=(11, 4))
   want = np.mean(np.std(users @ items.T, axis=1))
@@ -288,70 +295,17 @@ def test_score_scale_diagnostics_equal_numpy(tiny):
   cfg, ds, graphs = tiny
   cfg = cfg.copy_and_resolve_references()
   cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True)
-  cfg.model.hnt.score_fusion = True
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
   evaluated = jnp.asarray([1, 4, 9, 20], jnp.int32)
   out = model.apply(variables, graphs, user_rows(ds.test), evaluated, method=model.diagnostics)
   emb = model.apply(variables, graphs, method=model.embed)
-  dots = np.asarray(emb.users)[np.asarray(evaluated)] @ np.asarray(emb.items).T
+  unit = lambda x: np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)
+  dots = unit(emb.users)[np.asarray(evaluated)] @ unit(emb.items).T / model.cf_temperature
   assert float(out["score_std"]) == pytest.approx(np.mean(np.std(dots, axis=1)), rel=1e-4)
   assert float(out["score_std"]) > 0
-  assert float(out["fusion_alpha"]) == pytest.approx(float(emb.alpha)) and float(emb.alpha) > 0
   assert "gate_mean/view" in out and "hesitation_precision" in out
-
-
-@pytest.mark.parametrize("pairs,value", [("weak", "logit"), ("auxiliary", "probability"),
-                                         ("auxiliary", "logit")])
-def test_score_fusion_adds_alpha_times_conversion_on_the_chosen_pairs_only(tiny, pairs, value):
-  cfg, ds, graphs = tiny
-  cfg = cfg.copy_and_resolve_references()
-  cfg.model.hnt.update(score_fusion=True, fusion_pairs=pairs, fusion_value=value)
-  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
-  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
-                         dummy_batch(), method=model.loss)
-  emb = model.apply(variables, graphs, method=model.embed)
-  users = jnp.arange(ds.n_users)
-  fused = np.asarray(model.apply(variables, graphs, emb, users, method=model.score))
-  plain = np.asarray(emb.users @ emb.items.T)
-  # the table `embed` computes for the real candidates equals scoring each user's padded candidates
-  assert emb.cand_logits.shape == graphs.weak.cand_items.shape
-  per_user = model.apply(variables, graphs, emb.replace(cand_logits=jnp.zeros((0, 0))), users, method=model.score)
-  np.testing.assert_allclose(np.asarray(per_user), fused, rtol=1e-5, atol=1e-6)
-  transform = (lambda x: 1 / (1 + np.exp(-x))) if value == "probability" else (lambda x: x)
-
-  def expected(u, i, flags):
-    logit = model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]), jnp.asarray(flags)[None],
-                        method=model.conversion_logits)
-    return plain[u, i] + float(emb.alpha) * float(transform(np.asarray(logit)[0]))
-
-  def pair(u, i):
-    return float(model.apply(variables, graphs, emb, jnp.asarray([u]), jnp.asarray([i]),
-                             method=model.pair_scores)[0])
-
-  w = graphs.weak
-  aux = {b: ds.train[b].toarray() != 0 for b in ds.auxiliary}
-  target = ds.train_target.toarray() != 0
-  checked = 8  # users checked pair by pair (each pair is a separate apply)
-  touched = np.zeros_like(plain, bool)
-  for u in range(checked):
-    for c in np.flatnonzero(np.asarray(w.cand_mask[u])):  # weak-signal candidates: always fused
-      i = int(w.cand_items[u, c])
-      flags = [float(aux[b][u, i]) for b in ds.auxiliary]
-      assert not target[u, i] and any(flags)
-      assert fused[u, i] == pytest.approx(expected(u, i, flags), rel=1e-4, abs=1e-5)
-      assert pair(u, i) == pytest.approx(fused[u, i], rel=1e-4, abs=1e-5)
-      touched[u, i] = True
-    # training purchases in the converting-pair table: fused in pair scores with "auxiliary" only
-    for i in np.flatnonzero(target[u])[:3]:
-      flags = [float(aux[b][u, i]) for b in ds.auxiliary]
-      in_table = i in set(np.asarray(w.conv_table_items[u])[np.asarray(w.conv_table_mask[u])])
-      want = expected(u, i, flags) if (pairs == "auxiliary" and in_table) else plain[u, i]
-      assert pair(u, i) == pytest.approx(want, rel=1e-4, abs=1e-5)
-  untouched = (~touched & ~target)[:checked]  # the evaluation masks training purchases
-  np.testing.assert_allclose(fused[:checked][untouched], plain[:checked][untouched], rtol=1e-5, atol=1e-6)
-  assert touched.any()
 
 
 @pytest.mark.parametrize("mode", ["all", "auxiliary", "none"])
@@ -376,12 +330,13 @@ def test_conversion_features_follow_conv_embeddings(tiny, mode):
   assert width == 2 + 2 + 1 + {"all": 3 * d, "auxiliary": 2 * d, "none": 0}[mode]
 
 
-def test_unknown_fusion_and_feature_choices_are_config_errors(tiny):
+def test_unknown_feature_choices_and_bad_scorer_settings_are_config_errors(tiny):
   from hnt_jax.config_checks import validate
   from hnt_jax.errors import ConfigError
   cfg, _, _ = tiny
-  for key, value in [("fusion_pairs", "all"), ("fusion_value", "rank"), ("conv_embeddings", "some")]:
+  for key, value, problem in [("conv_embeddings", "some", "is not one of"),
+                              ("cf_temperature", 0.0, "must be"), ("scorer_layers", -1, "must be")]:
     c = cfg.copy_and_resolve_references()
     c.model.hnt[key] = value
-    with pytest.raises(ConfigError, match=f"model.hnt.{key}='{value}' is not one of"):
+    with pytest.raises(ConfigError, match=f"model.hnt.{key}={value!r} {problem}"):
       validate(c)

@@ -36,7 +36,7 @@ def test_event_files_hold_the_run_curves(tmp_path):
   results = train_and_evaluate(config, str(tmp_path))
   curves = read_events(tmp_path)
   assert sorted(curves["train/loss"]) == [1, 2, 3, 4]
-  for part in ("bpr", "conv", "sim"):
+  for part in ("softmax", "conv", "sim"):
     assert sorted(curves[f"train/{part}"]) == [1, 2, 3, 4]
   assert {"train/epoch_seconds", "train/steps_per_second", "diagnostics/score_std"} <= set(curves)
   for record in read_lines(tmp_path / "metrics.jsonl"):

@@ -1,15 +1,16 @@
-"""HNT: cascade behavior encoder + negative-transfer gating + hesitation sets (docs/method.md sections 1-4).
+"""HNT: cascade behavior encoder + negative-transfer gating + hesitation sets, scored by the pair evidence
+and a bounded collaborative part (docs/method.md sections 1-4).
 
-  L = L_BPR(target, z) + λ_aux Σ_k L_BPR(k, e^k) + λ_h L_hes + λ_c L_conv + λ_s L_sim + λ_2 ‖E⁰_batch‖² / B
+  ŷ_ui = s_θ(x_ui) + cos(z_u, z_i) / τ_cf
+  L = L_rank + λ_aux Σ_k L_BPR(k, e^k) + λ_h L_hes + λ_c L_conv + λ_s L_sim + λ_2 ‖E⁰_batch‖² / B
 
-Scores are ŷ_ui = ⟨z_u, z_i⟩ with z_i = e_i^K; with `score_fusion`, a weak-signal candidate's score also gets
-α · c_θ(x_ui) (α ≥ 0 learned; c_θ under stop_gradient, so only α learns from the ranking losses).
-The hesitation sets are a Flax variable collection ("hesitation"), refreshed by `refresh` and saved in
-checkpoints with the parameters.
+s_θ is the pair scorer over the evidence of hnt_jax.models.evidence (the training purchase left out of its
+own counts); L_rank the softmax of each training purchase over all items. The hesitation sets are a Flax
+variable collection ("hesitation"), refreshed by `refresh` and saved in checkpoints with the parameters.
 
 One model class, as the other models are: embeddings out, loss, scores, refresh and diagnostics read as one
-unit, so the file is longer than most (about 340 lines); the parts' maths are in encoder.py, transfer.py and
-hesitation.py.
+unit, so the file is longer than most; the parts' maths are in encoder.py, transfer.py, hesitation.py and
+models/evidence.py.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hnt_jax.models import evidence
 from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
@@ -33,17 +35,15 @@ class HNTEmbeddings:
   items: jax.Array  # z_i = e_i^K [N, d]
   beh_users: jax.Array  # e_u^k for auxiliary k: [K-1, M, d]
   beh_items: jax.Array  # [K-1, N, d]
-  alpha: jax.Array  # score-fusion weight (0 when off)
   gates: tuple  # per auxiliary behavior, [E_k]
-  # with score fusion: c_θ(x_ui) of every real weak-signal candidate, [M, C] (0 where padded); computed
-  # only where read (evaluation): jit drops it from programs that do not use it
-  cand_logits: jax.Array
+  # with the pair evidence: s_θ of every item without pair evidence [N], and of every user's weak-signal
+  # candidates [M, C]; computed only for evaluation (the loss scores its own users)
+  item_evidence: jax.Array
+  cand_evidence: jax.Array
 
 
 # the choices of HNT's string settings (checked by hnt_jax.config_checks before any data loads)
 CONV_EMBEDDINGS = ("all", "auxiliary", "none")
-FUSION_PAIRS = ("auxiliary", "weak")
-FUSION_VALUES = ("probability", "logit")
 
 
 class HNT(Recommender):
@@ -75,10 +75,11 @@ class HNT(Recommender):
   hes_size: int = 8  # m
   hes_max_candidates: int = 128  # weak-signal candidates kept per user
   hes_beta: float = 0.0  # β: keeps hesitation items below real purchases
-  # hesitation-aware scoring (defaults chosen on validation: Taobao and the planted data; docs/method.md)
-  score_fusion: bool = True  # add α·f(c_θ(x_ui)) to the scores of pairs with auxiliary evidence
-  fusion_pairs: str = "auxiliary"  # one of FUSION_PAIRS: also converting training pairs, or candidates only
-  fusion_value: str = "probability"  # one of FUSION_VALUES: σ(c_θ), a bonus in [0, α], or the logit
+  # the score ŷ_ui = s_θ(x_ui) + cos(z_u, z_i) / τ_cf (docs/method.md section 4)
+  use_evidence: bool = True  # the pair-evidence scorer s_θ (False: the collaborative part alone)
+  scorer_hidden: int = 32  # units per hidden layer of s_θ
+  scorer_layers: int = 2  # hidden layers of s_θ (0: linear in the evidence)
+  cf_temperature: float = 1.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
   # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
   # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
   gate_edge_budget: float = 0.5
@@ -100,6 +101,10 @@ class HNT(Recommender):
   def hesitation_on(self) -> bool:
     return self.use_hesitation and self.n_aux > 0
 
+  @property
+  def evidence_on(self) -> bool:
+    return self.use_evidence and self.n_aux > 0
+
   def setup(self):
     init = nn.initializers.normal(self.init_std)
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
@@ -114,14 +119,23 @@ class HNT(Recommender):
       self.hes_items = self.variable("hesitation", "items", lambda: jnp.zeros((m, size), jnp.int32))
       self.hes_mask = self.variable("hesitation", "mask", lambda: jnp.zeros((m, size), bool))
       self.hes_conf = self.variable("hesitation", "conf", lambda: jnp.zeros((m, size), jnp.float32))
-      if self.score_fusion:
-        self.alpha_raw = self.param("alpha", nn.initializers.constant(-1.0), ())
+    if self.evidence_on:
+      self.scorer = evidence.PairScorer(hidden=self.scorer_hidden, layers=self.scorer_layers)
 
   # --- representations -------------------------------------------------------------------------------
 
-  def embed(self, graphs, active: Optional[jax.Array] = None) -> HNTEmbeddings:
-    """All representations. With `active` (bool [M]), `users` rows are exact only for the active users
-    and no gates are returned (the training loss reads only its own users; `NegativeTransfer`)."""
+  def embed(self, graphs) -> HNTEmbeddings:
+    """All representations, and the evidence scores of every item and every user's candidates."""
+    emb = self.representations(graphs)
+    if self.evidence_on and not self.is_initializing():
+      emb = emb.replace(item_evidence=evidence.item_scores(self.scorer, graphs.weak),
+                        cand_evidence=evidence.user_pair_scores(self.scorer, graphs.weak))
+    return emb
+
+  def representations(self, graphs, active: Optional[jax.Array] = None) -> HNTEmbeddings:
+    """z, the per-behavior embeddings and the gates. With `active` (bool [M]), `users` rows are exact only
+    for the active users and no gates are returned (the training loss reads only its own users;
+    `NegativeTransfer`)."""
     ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
     outs = encode_behaviors(graphs.per_behavior, ego, self.n_layers, self.encoder, self.residual)
     m = self.n_users
@@ -136,30 +150,8 @@ class HNT(Recommender):
       z, gates = user_t, ()
       beh_users = jnp.zeros((0, m, self.embed_dim))
       beh_items = jnp.zeros((0, self.n_items, self.embed_dim))
-    fusion = self.hesitation_on and self.score_fusion
-    alpha = jax.nn.softplus(self.alpha_raw) if fusion else jnp.zeros(())
-    emb = HNTEmbeddings(users=z, items=item_t, beh_users=beh_users, beh_items=beh_items, alpha=alpha,
-                        gates=tuple(gates), cand_logits=jnp.zeros((0, 0)))
-    if fusion and active is None and not self.is_initializing():  # (no parameters created inside lax.map)
-      emb = emb.replace(cand_logits=self._candidate_logits(graphs, emb))
-    return emb
-
-  def _candidate_logits(self, graphs, emb: HNTEmbeddings, chunk: int = 32768) -> jax.Array:
-    """c_θ of the real weak-signal candidates only (on Taobao 0.83 M of 1.98 M padded slots), in chunks of
-    pairs, scattered into [M, C]."""
-    weak = graphs.weak
-    m, c = weak.cand_items.shape
-    k = weak.cand_flat.shape[0]
-    n_chunks = max(1, -(-k // chunk))
-    flat = jnp.pad(weak.cand_flat, (0, n_chunks * chunk - k), constant_values=m * c)  # pads fall off
-
-    def logits(idx):
-      safe = jnp.minimum(idx, m * c - 1)
-      return self.conversion_logits(graphs, emb, safe // c, weak.cand_items.reshape(-1)[safe],
-                                    weak.cand_aux.reshape(m * c, -1)[safe])
-
-    values = jax.lax.map(logits, flat.reshape(n_chunks, chunk)).reshape(-1)
-    return jnp.zeros(m * c, values.dtype).at[flat].set(values, mode="drop").reshape(m, c)
+    return HNTEmbeddings(users=z, items=item_t, beh_users=beh_users, beh_items=beh_items, gates=tuple(gates),
+                         item_evidence=jnp.zeros((0,)), cand_evidence=jnp.zeros((0, 0)))
 
   def conversion_logits(self, graphs, emb: HNTEmbeddings, users, items, aux_flags) -> jax.Array:
     """c_θ(x_ui) for pairs of any shape (embeddings under stop_gradient by default).
@@ -179,45 +171,35 @@ class HNT(Recommender):
     x = hes_lib.pair_features(graphs.weak, users, items, aux_flags, *tables)
     return self.conversion(x)
 
-  def _fusion(self, logits: jax.Array, emb: HNTEmbeddings) -> jax.Array:
-    value = jax.nn.sigmoid(logits) if self.fusion_value == "probability" else logits
-    return emb.alpha * value
-
-  def _fusion_lookup(self, graphs, users, items):
-    """For pairs (users[b], items[b]): whether the pair gets the fusion term, and its auxiliary flags."""
-    weak = graphs.weak
-    tables = [(weak.cand_items, weak.cand_mask, weak.cand_aux)]
-    if self.fusion_pairs == "auxiliary":
-      tables.append((weak.conv_table_items, weak.conv_table_mask, weak.conv_table_aux))
-    found, flags = jnp.zeros(users.shape, bool), 0.0
-    for table_items, table_mask, table_aux in tables:
-      match = (table_items[users] == items[:, None]) & table_mask[users]
-      found = found | jnp.any(match, axis=1)
-      flags = flags + jnp.einsum("bc,bck->bk", match.astype(jnp.float32), table_aux[users])
-    return found, flags
+  def collaborative(self, emb: HNTEmbeddings, users, items=None) -> jax.Array:
+    """cos(z_u, z_i) / τ_cf: for pairs (users, items of the same shape), or [B, N] against every item."""
+    u = _unit(emb.users[users])
+    if items is None:
+      return u @ _unit(emb.items).T / self.cf_temperature
+    return jnp.sum(u * _unit(emb.items[items]), axis=-1) / self.cf_temperature
 
   def pair_scores(self, graphs, emb: HNTEmbeddings, users, items) -> jax.Array:
-    y = jnp.sum(emb.users[users] * emb.items[items], axis=-1)
-    if self.hesitation_on and self.score_fusion:
-      found, flags = self._fusion_lookup(graphs, users, items)
-      logit = jax.lax.stop_gradient(self.conversion_logits(graphs, emb, users, items, flags))
-      y = y + jnp.where(found, self._fusion(logit, emb), 0.0)
+    """ŷ for pairs (users [B], items [B]) as evaluation scores them (no pair left out)."""
+    y = self.collaborative(emb, users, items)
+    if self.evidence_on:
+      known, flags = evidence.lookup(graphs.weak, users, items[:, None])
+      x = evidence.features(graphs.weak, users, items[:, None], known, flags, jnp.zeros((users.shape[0], 1)))
+      y = y + self.scorer(x)[:, 0]
     return y
 
   def score(self, graphs, emb: HNTEmbeddings, users) -> jax.Array:
-    """Scores of all items for `users`. The fusion term reaches the weak-signal candidates (converting pairs
-    are training target items, which the evaluation masks)."""
-    scores = emb.users[users] @ emb.items.T
-    if self.hesitation_on and self.score_fusion:
-      weak = graphs.weak
-      cand, mask = weak.cand_items[users], weak.cand_mask[users]
-      rows = jnp.arange(users.shape[0])[:, None]
-      if emb.cand_logits.shape[0]:  # computed once for every user by `embed`
-        logit = emb.cand_logits[users]
+    """Scores of all items for `users`: the collaborative part, plus s_θ (each item's evidence-free score,
+    and the pair score on the user's weak-signal candidates; training purchases, which evaluation masks,
+    get the former)."""
+    scores = self.collaborative(emb, users)
+    if self.evidence_on:
+      if emb.item_evidence.shape[0]:  # computed once for every user by `embed`
+        items, cand = emb.item_evidence, emb.cand_evidence[users]
       else:
-        logit = self.conversion_logits(graphs, emb, users[:, None], cand, weak.cand_aux[users])
-      bonus = jnp.where(mask, self._fusion(logit, emb), 0.0)
-      scores = scores.at[rows, cand].add(bonus)
+        items = evidence.item_scores(self.scorer, graphs.weak)
+        cand = evidence.candidate_scores(self.scorer, graphs.weak, users)
+      base = jnp.broadcast_to(items[None, :], scores.shape)
+      scores = scores + evidence.scatter_candidates(graphs.weak, base, cand, users)
     return scores
 
   # --- objective ---------------------------------------------------------------------------------------
@@ -225,13 +207,15 @@ class HNT(Recommender):
   def loss(self, graphs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     users, pos, neg = batch["users"], batch["pos"], batch["neg"]
     conv_pairs = self._conversion_pairs(graphs) if self.hesitation_on else None
-    emb = self.embed(graphs, self._active_users(users, conv_pairs))
-    y_pos = self.pair_scores(graphs, emb, users, pos)
-    y_neg = self.pair_scores(graphs, emb, users, neg)
-    bpr = -jnp.mean(jax.nn.log_sigmoid(y_pos - y_neg))
+    emb = self.representations(graphs, self._active_users(users, conv_pairs))
+    scores = self.score(graphs, emb, users)
+    y_pos = self.collaborative(emb, users, pos)
+    if self.evidence_on:
+      y_pos = y_pos + evidence.purchase_scores(self.scorer, graphs.weak, users, pos)
+    main = evidence.softmax_loss(scores, y_pos, users, pos, graphs.target.rows)
     reg = l2_batch(self.user_table, self.item_table, batch)
-    total = bpr + self.l2 * reg
-    metrics = {"bpr": bpr, "l2": reg}
+    total = main + self.l2 * reg
+    metrics = {"softmax": main, "l2": reg}
     if self.lambda_aux and self.n_aux:
       aux = self._auxiliary_bpr(graphs, emb, users.shape[0])
       total, metrics["aux_bpr"] = total + self.lambda_aux * aux, aux
@@ -242,6 +226,7 @@ class HNT(Recommender):
       conv = self._conversion_loss(graphs, emb, conv_pairs)
       total, metrics["conv"] = total + self.lambda_conv * conv, conv
       if self.lambda_hes:
+        y_neg = self.pair_scores(graphs, emb, users, neg)
         hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg)
         total, metrics["hes"] = total + self.lambda_hes * hes, hes
     return total, metrics
@@ -302,7 +287,7 @@ class HNT(Recommender):
 
   def candidate_probabilities(self, graphs) -> jax.Array:
     """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C]."""
-    emb = self.embed(graphs)
+    emb = self.representations(graphs)
     return hes_lib.score_candidates(
         lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), graphs.weak)
 
@@ -321,13 +306,11 @@ class HNT(Recommender):
     the two parts of a score: `score_std`, the spread (std over all items) of ⟨z_u, z_i⟩, averaged over
     `users`, and with score fusion `fusion_alpha`, α (the largest bonus with `fusion_value=probability`)."""
     out: dict[str, Any] = {}
-    emb = self.embed(graphs)
+    emb = self.representations(graphs)
     if self.n_aux and self.use_negative_transfer:
       for b, gate in zip(graphs.behaviors[:-1], emb.gates):
         out[f"gate_mean/{b}"] = jnp.mean(gate)
-    out["score_std"] = score_spread(emb.users[users], emb.items)
-    if self.hesitation_on and self.score_fusion:
-      out["fusion_alpha"] = emb.alpha
+    out["score_std"] = score_spread(_unit(emb.users[users]), _unit(emb.items)) / self.cf_temperature
     if self.hesitation_on:
       hes = {"items": self.hes_items.value, "mask": self.hes_mask.value}
       out["hesitation_coverage"] = jnp.mean(jnp.any(hes["mask"], axis=1))
@@ -336,6 +319,10 @@ class HNT(Recommender):
       rand = hes_lib.random_choice(jax.random.PRNGKey(0), graphs.weak, self.hes_size)
       out["random_precision"] = hes_lib.set_precision(rand, truth, users)
     return out
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
 def score_spread(users: jax.Array, items: jax.Array) -> jax.Array:

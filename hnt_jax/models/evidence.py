@@ -1,0 +1,187 @@
+"""Pair evidence: what the training data says about one (user, item) pair, as a feature vector, and the
+scorer that turns it into a score (docs/method.md section 4).
+
+For a pair (u, i), with A_u the items u has any auxiliary behavior on (viewed, carted, ...; `Graphs.weak`
+holds them as the weak-signal candidates and the converting pairs):
+
+* item evidence (every pair): log(1 + purchases of i), and per auxiliary behavior k: log(1 + users with k on
+  i) and the smoothed share of those who bought i, (conv_k(i) + s·p_k) / (n_k(i) + s);
+* pair evidence (only for i ∈ A_u, else 0): whether i ∈ A_u; u's flags on i per auxiliary behavior; u's
+  activity, log(1 + |A_u|) and log(1 + items of each auxiliary behavior); u's smoothed conversion share;
+  and the rank of i *among u's other A_u items* by purchases and by each conversion share (the share of the
+  others above it, ties counted half).
+
+A training purchase (u, i) is scored with its own purchase removed from every count (`loo` = 1): the
+counts then look as they will for a held-out purchase, which is not in them. Without this an item bought
+once looks "always bought" to the scorer exactly on the pairs it trains on.
+
+Because the pair evidence is zero outside A_u, a user's scores over all items are one vector over items
+(`item_scores`) with A_u's entries replaced by their pair scores (`user_pair_scores`): full ranking never
+evaluates the scorer on M x N pairs.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hnt_jax.signals import WeakSignals
+
+SMOOTHING = 5.0  # s: pseudo-counts at the behavior's global conversion share p_k
+TIE = 1e-6  # conversion shares closer than this rank as ties (float32 rounding is ~1e-7 on [0, 1])
+
+
+def n_features(n_aux: int) -> int:
+  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux)
+
+
+def known_items(weak: WeakSignals) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """A_u as padded tables: (items [M, Ca], mask [M, Ca], auxiliary flags [M, Ca, K-1])."""
+  return (jnp.concatenate([weak.cand_items, weak.conv_table_items], axis=1),
+          jnp.concatenate([weak.cand_mask, weak.conv_table_mask], axis=1),
+          jnp.concatenate([weak.cand_aux, weak.conv_table_aux], axis=1))
+
+
+def lookup(weak: WeakSignals, users: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and u's flags on i [B, n, K-1]."""
+  a_items, a_mask, a_aux = (t[users] for t in known_items(weak))
+  match = (a_items[:, None, :] == items[:, :, None]) & a_mask[:, None, :]
+  return jnp.any(match, axis=-1), jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), a_aux)
+
+
+def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array):
+  """(purchases, conversion share per auxiliary behavior, log users per auxiliary behavior), with the
+  pair's own purchase removed where `loo` is 1 (its conversions only from the behaviors it has)."""
+  counts, conv = weak.item_counts[items], weak.item_conv[items]
+  buys = jnp.maximum(counts[..., -1] - loo, 0.0)
+  conv = jnp.maximum(conv - loo[..., None] * flags, 0.0)
+  aux = counts[..., :-1]
+  prior = weak.conv_prior[:-1]
+  share = (conv + SMOOTHING * prior) / (aux + SMOOTHING)
+  return buys, share, jnp.log1p(aux)
+
+
+def _sorted_known(weak: WeakSignals, users: jax.Array):
+  """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
+  ([B, Ca, 1 + (K-1)], [B])."""
+  a_items, a_mask, a_aux = (t[users] for t in known_items(weak))
+  buys, share, _ = _item_values(weak, a_items, a_aux, jnp.zeros(a_items.shape))
+  values = jnp.concatenate([buys[..., None], share], axis=-1)
+  values = jnp.where(a_mask[..., None], values, jnp.inf)
+  return jnp.sort(values, axis=1), jnp.sum(a_mask, axis=1)
+
+
+def _ranks(sorted_values: jax.Array, count: jax.Array, values: jax.Array, own: jax.Array,
+           known: jax.Array) -> jax.Array:
+  """Share of the user's other A_u items above each value (ties half), by binary search.
+
+  sorted_values [B, Ca, R], count [B]; values [B, n, R]: the pairs' own statistics; own [B, n, R]: the
+  same items' entries in the table (which differ from `values` under leave-one-out), left out where
+  `known`. Returns [B, n, R]. Purchase counts (statistic 0) are whole numbers and compare exactly; shares
+  within TIE of each other are ties, so that the rounding of one compiled program or another cannot turn a
+  tie into a rank step."""
+  tie = jnp.asarray([0.0] + [TIE] * (values.shape[-1] - 1))
+
+  def search(offset, side):
+    one = functools.partial(jnp.searchsorted, side=side)
+    return jax.vmap(jax.vmap(one, in_axes=(1, 1), out_axes=1))(sorted_values, values + offset)
+
+  below_or_tie, below = search(tie, "right"), search(-tie, "left")
+  count = count[:, None, None].astype(jnp.float32)
+  above = count - below_or_tie + 0.5 * (below_or_tie - below)
+  known = known[..., None]
+  self_part = known * ((own > values + tie) + 0.5 * (jnp.abs(own - values) <= tie))
+  return (above - self_part) / jnp.maximum(count - known, 1.0)
+
+
+def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, flags: jax.Array,
+             loo: jax.Array) -> jax.Array:
+  """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; flags [B, n, K-1]; loo [B, n] (1: the pair
+  is a training purchase, removed from the counts). Returns [B, n, n_features(K-1)]."""
+  known = known.astype(jnp.float32)
+  flags = flags * known[..., None]
+  buys, share, log_aux = _item_values(weak, items, flags, loo)
+  item = [jnp.log1p(buys)[..., None], share, log_aux]
+  # where this item ranks among the user's other known items
+  sorted_values, n_known = _sorted_known(weak, users)
+  own_buys, own_share, _ = _item_values(weak, items, flags, jnp.zeros(items.shape))
+  ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share], axis=-1),
+                 jnp.concatenate([own_buys[..., None], own_share], axis=-1), known)
+  u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
+  converted = jnp.max(flags, axis=-1) * loo  # the pair's own conversion, if it is one
+  u_share = ((u_conv[:, None, 0] - converted + SMOOTHING * weak.conv_prior[-1])
+             / (u_conv[:, None, 1] + SMOOTHING))
+  shape = items.shape
+  user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
+          jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
+          u_share[..., None]]
+  pair = jnp.concatenate([known[..., None], flags] + user + [ranks], axis=-1) * known[..., None]
+  return jnp.concatenate(item + [pair], axis=-1)
+
+
+class PairScorer(nn.Module):
+  """s_θ(x_ui): an MLP over the pair evidence (`layers` hidden ReLU layers of `hidden` units; 0 layers is a
+  logistic scorer)."""
+  hidden: int = 32
+  layers: int = 2
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for k in range(self.layers):
+      x = nn.relu(nn.Dense(self.hidden, name=f"hidden_{k}")(x))
+    # no output bias: every loss on these scores compares them, so a constant would never learn
+    return nn.Dense(1, use_bias=False, name="score")(x)[..., 0]
+
+
+def item_scores(scorer, weak: WeakSignals) -> jax.Array:
+  """s_θ of every item for a user who never touched it (no pair evidence): [N]."""
+  n = weak.item_counts.shape[0]
+  items = jnp.arange(n, dtype=jnp.int32)[None, :]
+  zeros = jnp.zeros(items.shape)
+  x = features(weak, jnp.zeros((1,), jnp.int32), items, zeros.astype(bool),
+               jnp.zeros(items.shape + (weak.item_conv.shape[1],)), zeros)
+  return scorer(x)[0]
+
+
+def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
+  """`candidate_scores` of every user, [M, C] (in chunks of users, one after another)."""
+  m = weak.cand_items.shape[0]
+  n_chunks = -(-m // chunk)
+  users = jnp.pad(jnp.arange(m, dtype=jnp.int32), (0, n_chunks * chunk - m)).reshape(n_chunks, chunk)
+  scores = jax.lax.map(lambda u: candidate_scores(scorer, weak, u), users)
+  return scores.reshape(n_chunks * chunk, -1)[:m]
+
+
+def candidate_scores(scorer, weak: WeakSignals, users: jax.Array) -> jax.Array:
+  """s_θ of the weak-signal candidates of a batch of users, [B, C] (as in evaluation: no pair left out).
+  The rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
+  items, mask, aux = weak.cand_items[users], weak.cand_mask[users], weak.cand_aux[users]
+  return scorer(features(weak, users, items, mask, aux, jnp.zeros(items.shape)))
+
+
+def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
+  """[B, N] scores: `base` with each user's weak-signal candidates set to `pair` [B, C]."""
+  rows = jnp.arange(users.shape[0])[:, None]
+  cols = jnp.where(weak.cand_mask[users], weak.cand_items[users], base.shape[1])
+  return base.at[rows, cols].set(pair, mode="drop")
+
+
+def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
+  """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
+  known, flags = lookup(weak, users, items[:, None])
+  return scorer(features(weak, users, items[:, None], known, flags, jnp.ones((users.shape[0], 1))))[:, 0]
+
+
+def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos: jax.Array,
+                 target_rows) -> jax.Array:
+  """The task that is tested, as a loss: −log softmax of each training purchase over every item, the
+  user's other training purchases left out (evaluation masks them).
+
+  scores [B, N]: every item scored as in evaluation; pos_scores [B]: the purchase scored with its own
+  purchase left out of the evidence, which replaces its entry."""
+  bought = target_rows.dense(users) > 0
+  rows = jnp.arange(users.shape[0])
+  logits = jnp.where(bought, -jnp.inf, scores).at[rows, pos].set(pos_scores)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=1) - pos_scores)

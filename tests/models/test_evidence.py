@@ -1,0 +1,136 @@
+"""The pair evidence and the losses built on it equal plain NumPy loops on a tiny dataset; full-ranking
+scores of pair_ranker and HNT are the per-pair scores, item by item."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hnt_jax.config import base_config
+from hnt_jax.data import synthetic
+from hnt_jax.graph import build_graphs
+from hnt_jax.models import evidence, get_model
+from hnt_jax.signals import weak_signals
+from tests.models.test_hnt import dummy_batch
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = base_config()
+  cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
+  ds = synthetic.generate(cfg.data.synthetic)
+  return cfg, ds, build_graphs(ds, weak=weak_signals(ds, 64))  # wide enough: A_u is every auxiliary item
+
+
+def reference_features(ds, u, i, loo):
+  """x_ui by the definitions of docs/method.md section 4, one pair at a time."""
+  aux = [ds.train[b].toarray() != 0 for b in ds.auxiliary]
+  buy = ds.train_target.toarray() != 0
+  known_u = np.flatnonzero(np.any([a[u] for a in aux], axis=0))
+  s = evidence.SMOOTHING
+  prior = [(a & buy).sum() / a.sum() for a in aux]
+  conv_pairs, all_pairs = (np.any(aux, axis=0) & buy).sum(), np.any(aux, axis=0).sum()
+  known = i in known_u
+  flags = [float(a[u, i]) if known else 0.0 for a in aux]
+
+  def stats(j, out):
+    buys = buy[:, j].sum() - out
+    shares = [((a[:, j] & buy[:, j]).sum() - out * f + s * p) / (a[:, j].sum() + s)
+              for a, f, p in zip(aux, flags if out else [0.0] * len(aux), prior)]
+    return [buys] + shares
+
+  own = stats(i, loo)
+  x = [np.log1p(own[0])] + own[1:] + [np.log1p(a[:, i].sum()) for a in aux]
+  if not known:
+    return np.array(x + [0.0] * (evidence.n_features(len(aux)) - len(x)))
+  others = [stats(j, 0) for j in known_u if j != i]
+  ranks = []
+  for r, v in enumerate(own):
+    o = np.array([st[r] for st in others])
+    ranks.append(((o > v).sum() + 0.5 * (o == v).sum()) / max(len(o), 1))
+  u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum() - loo * max(flags)
+  u_share = (u_conv + s * conv_pairs / all_pairs) / (len(known_u) + s)
+  pair = [1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
+  return np.array(x + pair)
+
+
+def test_features_equal_loop(tiny):
+  _, ds, graphs = tiny
+  w = graphs.weak
+  buy = ds.train_target.toarray() != 0
+  users = np.arange(6)
+  items = np.tile(np.arange(ds.n_items), (users.shape[0], 1))
+  known, flags = evidence.lookup(w, jnp.asarray(users), jnp.asarray(items))
+  for loo_value in (0.0, 1.0):
+    loo = jnp.where(jnp.asarray(buy[users]), loo_value, 0.0)  # only training purchases are left out
+    x = np.asarray(evidence.features(w, jnp.asarray(users), jnp.asarray(items), known, flags, loo))
+    assert x.shape[-1] == evidence.n_features(2)
+    checked_loo = 0
+    for b, u in enumerate(users):
+      for i in range(ds.n_items):
+        out = loo_value * buy[u, i]
+        checked_loo += out > 0
+        np.testing.assert_allclose(x[b, i], reference_features(ds, u, i, out), rtol=1e-5, atol=1e-6,
+                                   err_msg=f"user {u} item {i} loo {out}")
+    assert loo_value == 0 or checked_loo > 3
+
+
+def test_softmax_loss_equals_loop():
+  rng = np.random.default_rng(0)
+  scores = rng.normal(size=(3, 7)).astype(np.float32)
+  bought = np.zeros((3, 7), bool)
+  bought[0, [1, 2]] = bought[1, 4] = bought[2, [0, 5, 6]] = True
+  pos = np.array([2, 4, 0])
+  pos_scores = rng.normal(size=3).astype(np.float32)
+  from hnt_jax.graph import user_rows
+  import scipy.sparse as sp
+  got = float(evidence.softmax_loss(jnp.asarray(scores), jnp.asarray(pos_scores), jnp.arange(3),
+                                    jnp.asarray(pos), user_rows(sp.csr_matrix(bought.astype(np.float32)))))
+  want = []
+  for b in range(3):
+    logits = [pos_scores[b]] + [scores[b, j] for j in range(7) if not bought[b, j]]
+    want.append(np.log(np.sum(np.exp(logits))) - pos_scores[b])
+  assert got == pytest.approx(np.mean(want), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["pair_ranker", "hnt"])
+def test_full_ranking_scores_are_the_pair_scores(tiny, name):
+  """Every item's score in `score` (all items at once, the candidates scattered) is the scorer on that
+  pair's own evidence, plus for HNT cos(z_u, z_i) / τ_cf; training purchases get item evidence only."""
+  cfg, ds, graphs = tiny
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.name = name
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  emb = model.apply(variables, graphs, method=model.embed)
+  users = jnp.arange(ds.n_users)
+  scores = np.asarray(model.apply(variables, graphs, emb, users, method=model.score))
+  params = variables["params"]
+  scorer = evidence.PairScorer(hidden=model.scorer_hidden if name == "hnt" else model.hidden,
+                               layers=model.scorer_layers if name == "hnt" else model.layers)
+  buy = ds.train_target.toarray() != 0
+  for u in range(8):
+    items = jnp.arange(ds.n_items)[None]
+    known, flags = evidence.lookup(graphs.weak, jnp.asarray([u]), items)
+    known = known & ~jnp.asarray(buy[u])[None]  # purchases are masked: scored without pair evidence
+    x = evidence.features(graphs.weak, jnp.asarray([u]), items, known, flags, jnp.zeros(items.shape))
+    want = np.asarray(scorer.apply({"params": params["scorer"]}, x))[0]
+    if name == "hnt":
+      zu = np.asarray(emb.users[u]) / np.linalg.norm(np.asarray(emb.users[u]))
+      zi = np.asarray(emb.items) / np.linalg.norm(np.asarray(emb.items), axis=1, keepdims=True)
+      want = want + zi @ zu / model.cf_temperature
+    np.testing.assert_allclose(scores[u], want, rtol=1e-4, atol=1e-5)
+  assert np.asarray(graphs.weak.cand_mask[:8]).any()
+
+
+def test_pair_ranker_gradients_are_finite_and_reach_the_scorer(tiny):
+  cfg, ds, graphs = tiny
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.name = "pair_ranker"
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                         dummy_batch(), method=model.loss)
+  grads = jax.grad(lambda p: model.apply({"params": p}, graphs, dummy_batch(seed=3), method=model.loss,
+                                         rngs={"sample": jax.random.PRNGKey(0)})[0])(variables["params"])
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+  assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree_util.tree_leaves(grads))

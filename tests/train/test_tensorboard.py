@@ -42,7 +42,7 @@ def test_event_files_hold_the_run_curves(tmp_path):
   for record in read_lines(tmp_path / "metrics.jsonl"):
     epoch = record["epoch"]
     assert curves["train/loss"][epoch] == pytest.approx(record["loss"], rel=1e-6)
-    assert curves["train/bpr"][epoch] == pytest.approx(record["loss_parts"]["bpr"], rel=1e-6)
+    assert curves["train/softmax"][epoch] == pytest.approx(record["loss_parts"]["softmax"], rel=1e-6)
     assert curves["valid/ndcg_at_10"][epoch] == pytest.approx(record["valid"]["ndcg@10"], rel=1e-6)
   assert curves["test/hr_at_10"] == {results["best_epoch"]: pytest.approx(results["test"]["hr@10"], rel=1e-6)}
 

@@ -48,6 +48,12 @@ class WeakSignals:
   user_counts: jax.Array  # [M, K]: items per behavior of the user
   user_conv: jax.Array  # [M, 2]: the user's converting pairs, and auxiliary pairs
   conv_prior: jax.Array  # [K]: share of auxiliary-k pairs that converted (k < K-1), and of all
+  # cross-behavior collaboration of each candidate / converting pair, per behavior k of the user:
+  # (R_k R_kᵀ R_target)[u, i], the purchases of i by users who share behavior-k items with u, each weighted by
+  # the number of items shared (u itself included: a training purchase has its own part removed by the
+  # evidence's leave-one-out)
+  cand_cross: jax.Array  # [M, C, K]
+  conv_cross: jax.Array  # [M, C', K]
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -101,6 +107,36 @@ def _flat_indices(mask: np.ndarray) -> np.ndarray:
   return np.flatnonzero(mask.ravel())
 
 
+def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: int = 2**24) -> np.ndarray:
+  """(R_k R_kᵀ R_target)[u, i] for the pairs (rows, cols) [P] and every behavior k (binary R): [P, K].
+
+  Built item-to-item, T_k = R_kᵀ R_target (users with k on j who bought i), then rows of R_k T_k for a chunk
+  of users at a time (dense chunk x N), read at the pairs."""
+  target = (sp.csr_matrix(ds.train_target) != 0).astype(np.float64)
+  out = np.zeros((rows.shape[0], len(ds.behaviors)), np.float64)
+  order = np.argsort(rows, kind="stable")
+  sorted_rows = rows[order]
+  step = max(1, chunk_cells // max(ds.n_items, 1))
+  for k, b in enumerate(ds.behaviors):
+    r_k = (sp.csr_matrix(ds.train[b]) != 0).astype(np.float64)
+    item_item = (r_k.T @ target).tocsr()
+    for start in range(0, ds.n_users, step):
+      lo, hi = np.searchsorted(sorted_rows, [start, start + step])
+      if lo == hi:
+        continue
+      dense = (r_k[start:start + step] @ item_item).toarray()
+      pick = order[lo:hi]
+      out[pick, k] = dense[rows[pick] - start, cols[pick]]
+  return out
+
+
+def _table_cross(ds: Dataset, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  rows, slots = np.nonzero(mask)
+  table = np.zeros(items.shape + (len(ds.behaviors),), np.float32)
+  table[rows, slots] = cross_counts(ds, rows, items[rows, slots].astype(np.int64))
+  return table
+
+
 def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
   """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
   conv_u, conv_i = _pairs(ds.converting_pairs())
@@ -137,4 +173,6 @@ def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
                      item_stats=jnp.asarray(item_stats),
                      user_stats=jnp.asarray(user_stats),
                      item_counts=f32(item_counts), item_conv=f32(item_conv), user_counts=f32(user_counts),
-                     user_conv=f32(user_conv), conv_prior=f32(conv_prior))
+                     user_conv=f32(user_conv), conv_prior=f32(conv_prior),
+                     cand_cross=f32(_table_cross(ds, cand_items, cand_mask)),
+                     conv_cross=f32(_table_cross(ds, conv_items, conv_mask)))

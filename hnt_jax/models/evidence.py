@@ -9,7 +9,8 @@ holds them as the weak-signal candidates and the converting pairs):
 * pair evidence (only for i ∈ A_u, else 0): whether i ∈ A_u; u's flags on i per auxiliary behavior; u's
   activity, log(1 + |A_u|) and log(1 + items of each auxiliary behavior); u's smoothed conversion share;
   and the rank of i *among u's other A_u items* by purchases and by each conversion share (the share of the
-  others above it, ties counted half).
+  others above it, ties counted half); and per behavior k, log(1 + (R_k R_kᵀ R_target)[u, i]): how often i
+  was bought by users who share k-items with u (co-buy for the target, view->buy, cart->buy).
 
 A training purchase (u, i) is scored with its own purchase removed from every count (`loo` = 1): the
 counts then look as they will for a held-out purchase, which is not in them. Without this an item bought
@@ -34,21 +35,24 @@ TIE = 1e-6  # conversion shares closer than this rank as ties (float32 rounding 
 
 
 def n_features(n_aux: int) -> int:
-  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux)
+  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux) + (n_aux + 1)
 
 
 def known_items(weak: WeakSignals) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """A_u as padded tables: (items [M, Ca], mask [M, Ca], auxiliary flags [M, Ca, K-1])."""
+  """A_u as padded tables: (items [M, Ca], mask [M, Ca], pair values [M, Ca, (K-1) + K]: the auxiliary
+  flags, then the cross-behavior counts)."""
   return (jnp.concatenate([weak.cand_items, weak.conv_table_items], axis=1),
           jnp.concatenate([weak.cand_mask, weak.conv_table_mask], axis=1),
-          jnp.concatenate([weak.cand_aux, weak.conv_table_aux], axis=1))
+          jnp.concatenate([jnp.concatenate([weak.cand_aux, weak.cand_cross], axis=-1),
+                           jnp.concatenate([weak.conv_table_aux, weak.conv_cross], axis=-1)], axis=1))
 
 
 def lookup(weak: WeakSignals, users: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and u's flags on i [B, n, K-1]."""
-  a_items, a_mask, a_aux = (t[users] for t in known_items(weak))
+  """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and the pair values [B, n, (K-1) + K]
+  (u's flags on i, the cross-behavior counts; 0 outside A_u)."""
+  a_items, a_mask, a_values = (t[users] for t in known_items(weak))
   match = (a_items[:, None, :] == items[:, :, None]) & a_mask[:, None, :]
-  return jnp.any(match, axis=-1), jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), a_aux)
+  return jnp.any(match, axis=-1), jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), a_values)
 
 
 def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array):
@@ -66,8 +70,8 @@ def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax
 def _sorted_known(weak: WeakSignals, users: jax.Array):
   """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
   ([B, Ca, 1 + (K-1)], [B])."""
-  a_items, a_mask, a_aux = (t[users] for t in known_items(weak))
-  buys, share, _ = _item_values(weak, a_items, a_aux, jnp.zeros(a_items.shape))
+  a_items, a_mask, a_values = (t[users] for t in known_items(weak))
+  buys, share, _ = _item_values(weak, a_items, a_values[..., :n_aux(weak)], jnp.zeros(a_items.shape))
   values = jnp.concatenate([buys[..., None], share], axis=-1)
   values = jnp.where(a_mask[..., None], values, jnp.inf)
   return jnp.sort(values, axis=1), jnp.sum(a_mask, axis=1)
@@ -96,12 +100,28 @@ def _ranks(sorted_values: jax.Array, count: jax.Array, values: jax.Array, own: j
   return (above - self_part) / jnp.maximum(count - known, 1.0)
 
 
-def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, flags: jax.Array,
+def n_aux(weak: WeakSignals) -> int:
+  """K-1, the number of auxiliary behaviors."""
+  return weak.item_conv.shape[1]
+
+
+def _cross(weak: WeakSignals, users, items, counts, loo) -> jax.Array:
+  """log(1 + cross-behavior counts) [B, n, K], the pair's own purchase removed where `loo` is 1: it adds
+  |S_u^k| (u itself as a co-user) to every behavior k, and for the target also the other buyers of i (i
+  itself as a shared item), u counted once."""
+  own = weak.user_counts[users][:, None, :] + jnp.zeros_like(counts)
+  own = own.at[..., -1].add(weak.item_counts[items][..., -1] - 1.0)
+  return jnp.log1p(jnp.maximum(counts - loo[..., None] * own, 0.0))
+
+
+def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, values: jax.Array,
              loo: jax.Array) -> jax.Array:
-  """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; flags [B, n, K-1]; loo [B, n] (1: the pair
-  is a training purchase, removed from the counts). Returns [B, n, n_features(K-1)]."""
+  """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; values [B, n, (K-1) + K]: the pair values
+  of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts). Returns
+  [B, n, n_features(K-1)]."""
   known = known.astype(jnp.float32)
-  flags = flags * known[..., None]
+  values = values * known[..., None]
+  flags, counts = values[..., :n_aux(weak)], values[..., n_aux(weak):]
   buys, share, log_aux = _item_values(weak, items, flags, loo)
   item = [jnp.log1p(buys)[..., None], share, log_aux]
   # where this item ranks among the user's other known items
@@ -117,7 +137,8 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
           jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
           u_share[..., None]]
-  pair = jnp.concatenate([known[..., None], flags] + user + [ranks], axis=-1) * known[..., None]
+  cross = _cross(weak, users, items, counts, loo)
+  pair = jnp.concatenate([known[..., None], flags] + user + [ranks, cross], axis=-1) * known[..., None]
   return jnp.concatenate(item + [pair], axis=-1)
 
 
@@ -140,8 +161,9 @@ def item_scores(scorer, weak: WeakSignals) -> jax.Array:
   n = weak.item_counts.shape[0]
   items = jnp.arange(n, dtype=jnp.int32)[None, :]
   zeros = jnp.zeros(items.shape)
-  x = features(weak, jnp.zeros((1,), jnp.int32), items, zeros.astype(bool),
-               jnp.zeros(items.shape + (weak.item_conv.shape[1],)), zeros)
+  width = n_aux(weak) + weak.cand_cross.shape[-1]
+  x = features(weak, jnp.zeros((1,), jnp.int32), items, zeros.astype(bool), jnp.zeros(items.shape + (width,)),
+               zeros)
   return scorer(x)[0]
 
 
@@ -157,8 +179,9 @@ def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
 def candidate_scores(scorer, weak: WeakSignals, users: jax.Array) -> jax.Array:
   """s_θ of the weak-signal candidates of a batch of users, [B, C] (as in evaluation: no pair left out).
   The rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
-  items, mask, aux = weak.cand_items[users], weak.cand_mask[users], weak.cand_aux[users]
-  return scorer(features(weak, users, items, mask, aux, jnp.zeros(items.shape)))
+  items, mask = weak.cand_items[users], weak.cand_mask[users]
+  values = jnp.concatenate([weak.cand_aux[users], weak.cand_cross[users]], axis=-1)
+  return scorer(features(weak, users, items, mask, values, jnp.zeros(items.shape)))
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
@@ -170,8 +193,8 @@ def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, user
 
 def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
   """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
-  known, flags = lookup(weak, users, items[:, None])
-  return scorer(features(weak, users, items[:, None], known, flags, jnp.ones((users.shape[0], 1))))[:, 0]
+  known, values = lookup(weak, users, items[:, None])
+  return scorer(features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1))))[:, 0]
 
 
 def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos: jax.Array,

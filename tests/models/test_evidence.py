@@ -49,7 +49,15 @@ def reference_features(ds, u, i, loo):
     ranks.append(((o > v).sum() + 0.5 * (o == v).sum()) / max(len(o), 1))
   u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum() - loo * max(flags)
   u_share = (u_conv + s * conv_pairs / all_pairs) / (len(known_u) + s)
-  pair = [1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
+  # cross-behavior counts, with u's purchase of i taken out of the data itself under leave-one-out
+  left = buy.astype(float)
+  left[u, i] -= loo
+  cross = []
+  for r in [a.astype(float) for a in aux] + [left]:
+    cross.append(np.log1p(sum(r[u, j] * r[v, j] * left[v, i] for v in range(buy.shape[0])
+                              for j in range(buy.shape[1]))))
+  pair = ([1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
+          + cross)
   return np.array(x + pair)
 
 
@@ -59,10 +67,10 @@ def test_features_equal_loop(tiny):
   buy = ds.train_target.toarray() != 0
   users = np.arange(6)
   items = np.tile(np.arange(ds.n_items), (users.shape[0], 1))
-  known, flags = evidence.lookup(w, jnp.asarray(users), jnp.asarray(items))
+  known, values = evidence.lookup(w, jnp.asarray(users), jnp.asarray(items))
   for loo_value in (0.0, 1.0):
     loo = jnp.where(jnp.asarray(buy[users]), loo_value, 0.0)  # only training purchases are left out
-    x = np.asarray(evidence.features(w, jnp.asarray(users), jnp.asarray(items), known, flags, loo))
+    x = np.asarray(evidence.features(w, jnp.asarray(users), jnp.asarray(items), known, values, loo))
     assert x.shape[-1] == evidence.n_features(2)
     checked_loo = 0
     for b, u in enumerate(users):
@@ -111,9 +119,9 @@ def test_full_ranking_scores_are_the_pair_scores(tiny, name):
   buy = ds.train_target.toarray() != 0
   for u in range(8):
     items = jnp.arange(ds.n_items)[None]
-    known, flags = evidence.lookup(graphs.weak, jnp.asarray([u]), items)
+    known, values = evidence.lookup(graphs.weak, jnp.asarray([u]), items)
     known = known & ~jnp.asarray(buy[u])[None]  # purchases are masked: scored without pair evidence
-    x = evidence.features(graphs.weak, jnp.asarray([u]), items, known, flags, jnp.zeros(items.shape))
+    x = evidence.features(graphs.weak, jnp.asarray([u]), items, known, values, jnp.zeros(items.shape))
     want = np.asarray(scorer.apply({"params": params["scorer"]}, x))[0]
     if name == "hnt":
       zu = np.asarray(emb.users[u]) / np.linalg.norm(np.asarray(emb.users[u]))

@@ -182,8 +182,8 @@ class HNT(Recommender):
     """ŷ for pairs (users [B], items [B]) as evaluation scores them (no pair left out)."""
     y = self.collaborative(emb, users, items)
     if self.evidence_on:
-      known, flags = evidence.lookup(graphs.weak, users, items[:, None])
-      x = evidence.features(graphs.weak, users, items[:, None], known, flags, jnp.zeros((users.shape[0], 1)))
+      known, values = evidence.lookup(graphs.weak, users, items[:, None])
+      x = evidence.features(graphs.weak, users, items[:, None], known, values, jnp.zeros((users.shape[0], 1)))
       y = y + self.scorer(x)[:, 0]
     return y
 

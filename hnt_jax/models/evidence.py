@@ -8,9 +8,10 @@ holds them as the weak-signal candidates and the converting pairs):
   i) and the smoothed share of those who bought i, (conv_k(i) + s·p_k) / (n_k(i) + s);
 * pair evidence (only for i ∈ A_u, else 0): whether i ∈ A_u; u's flags on i per auxiliary behavior; u's
   activity, log(1 + |A_u|) and log(1 + items of each auxiliary behavior); u's smoothed conversion share;
-  and the rank of i *among u's other A_u items* by purchases and by each conversion share (the share of the
-  others above it, ties counted half); and per behavior k, log(1 + (R_k R_kᵀ R_target)[u, i]): how often i
-  was bought by users who share k-items with u (co-buy for the target, view->buy, cart->buy).
+  per behavior k, log(1 + (R_k R_kᵀ R_target)[u, i]): how often i was bought by users who share k-items
+  with u (co-buy for the target, view->buy, cart->buy); and the rank of i *among u's other A_u items* by
+  purchases, by each conversion share and by each cross-behavior count (the share of the others above it,
+  ties counted half; the others' statistics as the training data holds them).
 
 A training purchase (u, i) is scored with its own purchase removed from every count (`loo` = 1): the
 counts then look as they will for a held-out purchase, which is not in them. Without this an item bought
@@ -35,7 +36,7 @@ TIE = 1e-6  # conversion shares closer than this rank as ties (float32 rounding 
 
 
 def n_features(n_aux: int) -> int:
-  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux) + (n_aux + 1)
+  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux) + 2 * (n_aux + 1)
 
 
 def known_items(weak: WeakSignals) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -69,24 +70,22 @@ def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax
 
 def _sorted_known(weak: WeakSignals, users: jax.Array):
   """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
-  ([B, Ca, 1 + (K-1)], [B])."""
+  ([B, Ca, 1 + (K-1) + K], [B]): purchases, the conversion shares, the cross-behavior counts."""
   a_items, a_mask, a_values = (t[users] for t in known_items(weak))
-  buys, share, _ = _item_values(weak, a_items, a_values[..., :n_aux(weak)], jnp.zeros(a_items.shape))
-  values = jnp.concatenate([buys[..., None], share], axis=-1)
+  k = n_aux(weak)
+  buys, share, _ = _item_values(weak, a_items, a_values[..., :k], jnp.zeros(a_items.shape))
+  values = jnp.concatenate([buys[..., None], share, a_values[..., k:]], axis=-1)
   values = jnp.where(a_mask[..., None], values, jnp.inf)
   return jnp.sort(values, axis=1), jnp.sum(a_mask, axis=1)
 
 
 def _ranks(sorted_values: jax.Array, count: jax.Array, values: jax.Array, own: jax.Array,
-           known: jax.Array) -> jax.Array:
+           known: jax.Array, tie: jax.Array) -> jax.Array:
   """Share of the user's other A_u items above each value (ties half), by binary search.
 
   sorted_values [B, Ca, R], count [B]; values [B, n, R]: the pairs' own statistics; own [B, n, R]: the
   same items' entries in the table (which differ from `values` under leave-one-out), left out where
-  `known`. Returns [B, n, R]. Purchase counts (statistic 0) are whole numbers and compare exactly; shares
-  within TIE of each other are ties, so that the rounding of one compiled program or another cannot turn a
-  tie into a rank step."""
-  tie = jnp.asarray([0.0] + [TIE] * (values.shape[-1] - 1))
+  `known`; tie [R]: values closer than this are ties. Returns [B, n, R]."""
 
   def search(offset, side):
     one = functools.partial(jnp.searchsorted, side=side)
@@ -106,12 +105,12 @@ def n_aux(weak: WeakSignals) -> int:
 
 
 def _cross(weak: WeakSignals, users, items, counts, loo) -> jax.Array:
-  """log(1 + cross-behavior counts) [B, n, K], the pair's own purchase removed where `loo` is 1: it adds
+  """The cross-behavior counts [B, n, K], the pair's own purchase removed where `loo` is 1: it adds
   |S_u^k| (u itself as a co-user) to every behavior k, and for the target also the other buyers of i (i
   itself as a shared item), u counted once."""
   own = weak.user_counts[users][:, None, :] + jnp.zeros_like(counts)
   own = own.at[..., -1].add(weak.item_counts[items][..., -1] - 1.0)
-  return jnp.log1p(jnp.maximum(counts - loo[..., None] * own, 0.0))
+  return jnp.maximum(counts - loo[..., None] * own, 0.0)
 
 
 def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, values: jax.Array,
@@ -124,11 +123,16 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   flags, counts = values[..., :n_aux(weak)], values[..., n_aux(weak):]
   buys, share, log_aux = _item_values(weak, items, flags, loo)
   item = [jnp.log1p(buys)[..., None], share, log_aux]
-  # where this item ranks among the user's other known items
+  cross = _cross(weak, users, items, counts, loo)
+  # where this item ranks among the user's other known items; purchase and cross-behavior counts are whole
+  # numbers and compare exactly, shares within TIE of each other are ties (so that the rounding of one
+  # compiled program or another cannot turn a tie into a rank step)
   sorted_values, n_known = _sorted_known(weak, users)
   own_buys, own_share, _ = _item_values(weak, items, flags, jnp.zeros(items.shape))
-  ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share], axis=-1),
-                 jnp.concatenate([own_buys[..., None], own_share], axis=-1), known)
+  k = n_aux(weak)
+  tie = jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
+  ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
+                 jnp.concatenate([own_buys[..., None], own_share, counts], axis=-1), known, tie)
   u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
   converted = jnp.max(flags, axis=-1) * loo  # the pair's own conversion, if it is one
   u_share = ((u_conv[:, None, 0] - converted + SMOOTHING * weak.conv_prior[-1])
@@ -137,8 +141,8 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
           jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
           u_share[..., None]]
-  cross = _cross(weak, users, items, counts, loo)
-  pair = jnp.concatenate([known[..., None], flags] + user + [ranks, cross], axis=-1) * known[..., None]
+  pair = jnp.concatenate([known[..., None], flags] + user + [ranks, jnp.log1p(cross)], axis=-1)
+  pair = pair * known[..., None]
   return jnp.concatenate(item + [pair], axis=-1)
 
 

@@ -38,26 +38,27 @@ def reference_features(ds, u, i, loo):
               for a, f, p in zip(aux, flags if out else [0.0] * len(aux), prior)]
     return [buys] + shares
 
-  own = stats(i, loo)
-  x = [np.log1p(own[0])] + own[1:] + [np.log1p(a[:, i].sum()) for a in aux]
+  # cross-behavior counts, with u's purchase of i taken out of the data itself under leave-one-out
+  def cross(j, out):
+    left = buy.astype(float)
+    left[u, i] -= out
+    # Σ_v Σ_l r[u, l] r[v, l] left[v, j]: users v sharing an item l with u (u itself included), who bought j
+    return [float((r[u] @ r.T) @ left[:, j]) for r in [a.astype(float) for a in aux] + [left]]
+
+  own = stats(i, loo) + cross(i, loo)
+  n_stats = 1 + len(aux)
+  x = [np.log1p(own[0])] + own[1:n_stats] + [np.log1p(a[:, i].sum()) for a in aux]
   if not known:
     return np.array(x + [0.0] * (evidence.n_features(len(aux)) - len(x)))
-  others = [stats(j, 0) for j in known_u if j != i]
+  others = [stats(j, 0) + cross(j, 0) for j in known_u if j != i]
   ranks = []
   for r, v in enumerate(own):
     o = np.array([st[r] for st in others])
     ranks.append(((o > v).sum() + 0.5 * (o == v).sum()) / max(len(o), 1))
   u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum() - loo * max(flags)
   u_share = (u_conv + s * conv_pairs / all_pairs) / (len(known_u) + s)
-  # cross-behavior counts, with u's purchase of i taken out of the data itself under leave-one-out
-  left = buy.astype(float)
-  left[u, i] -= loo
-  cross = []
-  for r in [a.astype(float) for a in aux] + [left]:
-    cross.append(np.log1p(sum(r[u, j] * r[v, j] * left[v, i] for v in range(buy.shape[0])
-                              for j in range(buy.shape[1]))))
   pair = ([1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
-          + cross)
+          + list(np.log1p(own[n_stats:])))
   return np.array(x + pair)
 
 

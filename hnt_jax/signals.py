@@ -54,6 +54,19 @@ class WeakSignals:
   # evidence's leave-one-out)
   cand_cross: jax.Array  # [M, C, K]
   conv_cross: jax.Array  # [M, C', K]
+  # collaborative candidates: per user, up to F items the user has no training pair with (no behavior),
+  # those most bought by users who bought what u bought ((R_target R_targetᵀ R_target)[u, i] > 0, largest
+  # first, ties to the lower item id), with their cross-behavior counts; `cf_floor` is the smallest kept
+  # count where the row is full (0 otherwise: every item with a count is in it)
+  cf_items: jax.Array  # [M, F] int32 (0 where padded)
+  cf_mask: jax.Array  # [M, F] bool
+  cf_cross: jax.Array  # [M, F, K]
+  cf_floor: jax.Array  # [M]
+  # the training purchases outside A_u (bought without any auxiliary behavior), with their cross-behavior
+  # counts, for the leave-one-out evidence of those purchases
+  buy_items: jax.Array  # [M, C''] int32 (0 where padded)
+  buy_mask: jax.Array  # [M, C''] bool
+  buy_cross: jax.Array  # [M, C'', K]
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -107,18 +120,22 @@ def _flat_indices(mask: np.ndarray) -> np.ndarray:
   return np.flatnonzero(mask.ravel())
 
 
+def _binary(mat) -> sp.csr_matrix:
+  return (sp.csr_matrix(mat) != 0).astype(np.float64)
+
+
 def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: int = 2**24) -> np.ndarray:
   """(R_k R_kᵀ R_target)[u, i] for the pairs (rows, cols) [P] and every behavior k (binary R): [P, K].
 
   Built item-to-item, T_k = R_kᵀ R_target (users with k on j who bought i), then rows of R_k T_k for a chunk
   of users at a time (dense chunk x N), read at the pairs."""
-  target = (sp.csr_matrix(ds.train_target) != 0).astype(np.float64)
+  target = _binary(ds.train_target)
   out = np.zeros((rows.shape[0], len(ds.behaviors)), np.float64)
   order = np.argsort(rows, kind="stable")
   sorted_rows = rows[order]
   step = max(1, chunk_cells // max(ds.n_items, 1))
   for k, b in enumerate(ds.behaviors):
-    r_k = (sp.csr_matrix(ds.train[b]) != 0).astype(np.float64)
+    r_k = _binary(ds.train[b])
     item_item = (r_k.T @ target).tocsr()
     for start in range(0, ds.n_users, step):
       lo, hi = np.searchsorted(sorted_rows, [start, start + step])
@@ -130,6 +147,39 @@ def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: i
   return out
 
 
+def collaborative_candidates(ds: Dataset, width: int, chunk_cells: int = 2**24):
+  """Per user, up to `width` items u has no training pair with whose co-buy count
+  (R_target R_targetᵀ R_target)[u, i] is positive, largest first, ties to the lower item id:
+  (items [M, width] int32, mask [M, width], floor [M]: the smallest kept count where all `width` slots
+  are taken, else 0)."""
+  m, n = ds.n_users, ds.n_items
+  items = np.zeros((m, width), np.int32)
+  mask = np.zeros((m, width), bool)
+  floor = np.zeros((m,), np.float32)
+  if width == 0:
+    return items, mask, floor
+  target = _binary(ds.train_target)
+  item_item = (target.T @ target).tocsr()
+  seen = sum(_binary(ds.train[b]) for b in ds.behaviors).tocsr()
+  step = max(1, chunk_cells // max(n, 1))
+  for start in range(0, m, step):
+    stop = min(m, start + step)
+    counts = (target[start:stop] @ item_item).toarray()
+    rows, cols = seen[start:stop].nonzero()
+    counts[rows, cols] = 0.0
+    # one key per item, larger for a larger count and then a lower id: the top `width` keys are the slots
+    key = counts * n + (n - 1 - np.arange(n))[None, :]
+    take = min(width, n)
+    top = np.argpartition(-key, take - 1, axis=1)[:, :take]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+    kept = np.take_along_axis(counts, top, axis=1)
+    items[start:stop, :take] = top
+    mask[start:stop, :take] = kept > 0
+    full = mask[start:stop].all(axis=1)
+    floor[start:stop] = np.where(full, kept[:, -1], 0.0)
+  return np.where(mask, items, 0).astype(np.int32), mask, floor
+
+
 def _table_cross(ds: Dataset, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
   rows, slots = np.nonzero(mask)
   table = np.zeros(items.shape + (len(ds.behaviors),), np.float32)
@@ -137,8 +187,9 @@ def _table_cross(ds: Dataset, items: np.ndarray, mask: np.ndarray) -> np.ndarray
   return table
 
 
-def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
-  """Host-side construction of the converting / weak-signal pairs and padded candidates (once)."""
+def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0) -> WeakSignals:
+  """Host-side construction of the converting / weak-signal pairs and padded candidates (once), with up to
+  `cf_candidates` collaborative candidates per user."""
   conv_u, conv_i = _pairs(ds.converting_pairs())
   weak_u, weak_i = _pairs(ds.weak_signal_pairs())
   conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
@@ -162,6 +213,14 @@ def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
   aux_totals = item_counts[:, :-1].sum(axis=0)
   conv_prior = np.append(item_conv.sum(axis=0) / np.maximum(aux_totals, 1), prior)
   user_conv = np.stack([np.bincount(conv_u, minlength=m), aux_user], axis=1)
+  cf_items, cf_mask, cf_floor = collaborative_candidates(ds, int(cf_candidates))
+  any_aux = sum((_binary(ds.train[b]) for b in ds.auxiliary), sp.csr_matrix((m, n)))
+  bought_only = _binary(target) - _binary(target).multiply(any_aux != 0)
+  bought_only.eliminate_zeros()
+  buy_u, buy_i = _pairs(bought_only)
+  buy_width = max(1, min(int(max_candidates), int(np.bincount(buy_u, minlength=m).max(initial=0))))
+  buy_items, buy_mask, _ = _padded_pairs(buy_u, buy_i, np.zeros((buy_u.shape[0], 0), np.float32), m,
+                                         buy_width)
   i32 = lambda x: jnp.asarray(x, jnp.int32)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
@@ -175,4 +234,8 @@ def weak_signals(ds: Dataset, max_candidates: int = 128) -> WeakSignals:
                      item_counts=f32(item_counts), item_conv=f32(item_conv), user_counts=f32(user_counts),
                      user_conv=f32(user_conv), conv_prior=f32(conv_prior),
                      cand_cross=f32(_table_cross(ds, cand_items, cand_mask)),
-                     conv_cross=f32(_table_cross(ds, conv_items, conv_mask)))
+                     conv_cross=f32(_table_cross(ds, conv_items, conv_mask)),
+                     cf_items=jnp.asarray(cf_items), cf_mask=jnp.asarray(cf_mask),
+                     cf_cross=f32(_table_cross(ds, cf_items, cf_mask)), cf_floor=f32(cf_floor),
+                     buy_items=jnp.asarray(buy_items), buy_mask=jnp.asarray(buy_mask),
+                     buy_cross=f32(_table_cross(ds, buy_items, buy_mask)))

@@ -8,18 +8,24 @@ holds them as the weak-signal candidates and the converting pairs):
   i) and the smoothed share of those who bought i, (conv_k(i) + s·p_k) / (n_k(i) + s);
 * pair evidence (only for i ∈ A_u, else 0): whether i ∈ A_u; u's flags on i per auxiliary behavior; u's
   activity, log(1 + |A_u|) and log(1 + items of each auxiliary behavior); u's smoothed conversion share;
-  per behavior k, log(1 + (R_k R_kᵀ R_target)[u, i]): how often i was bought by users who share k-items
-  with u (co-buy for the target, view->buy, cart->buy); and the rank of i *among u's other A_u items* by
-  purchases, by each conversion share and by each cross-behavior count (the share of the others above it,
-  ties counted half; the others' statistics as the training data holds them).
+  and the rank of i *among u's other A_u items* by purchases, by each conversion share and by each
+  cross-behavior count below (the share of the others above it, ties counted half; the others' statistics
+  as the training data holds them);
+* cross-behavior counts, per behavior k, log(1 + (R_k R_kᵀ R_target)[u, i]): how often i was bought by
+  users who share k-items with u (co-buy for the target, view->buy, cart->buy), for i ∈ A_u and for u's
+  collaborative candidates (`WeakSignals.cf_items`: the items u never touched that are most co-bought with
+  u's purchases), 0 for every other item.
 
-A training purchase (u, i) is scored with its own purchase removed from every count (`loo` = 1): the
-counts then look as they will for a held-out purchase, which is not in them. Without this an item bought
-once looks "always bought" to the scorer exactly on the pairs it trains on.
+A training purchase (u, i) is scored with its own purchase removed from every count of the pair (`loo` =
+1): the counts then look as they will for a held-out purchase, which is not in them. Without this an item
+bought once looks "always bought" to the scorer exactly on the pairs it trains on. Outside A_u it keeps
+cross-behavior counts only where, so counted, it would be one of u's collaborative candidates. The user's
+own statistics are never left out: they are the same for every item of the user, in training and in
+evaluation.
 
-Because the pair evidence is zero outside A_u, a user's scores over all items are one vector over items
-(`item_scores`) with A_u's entries replaced by their pair scores (`user_pair_scores`): full ranking never
-evaluates the scorer on M x N pairs.
+Because the pair evidence is zero outside A_u and the collaborative candidates, a user's scores over all
+items are one vector over items (`item_scores`) with the `candidates`' entries replaced by their pair
+scores (`user_pair_scores`): full ranking never evaluates the scorer on M x N pairs.
 """
 from __future__ import annotations
 
@@ -39,21 +45,57 @@ def n_features(n_aux: int) -> int:
   return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux) + 2 * (n_aux + 1)
 
 
-def known_items(weak: WeakSignals) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """A_u as padded tables: (items [M, Ca], mask [M, Ca], pair values [M, Ca, (K-1) + K]: the auxiliary
-  flags, then the cross-behavior counts)."""
-  return (jnp.concatenate([weak.cand_items, weak.conv_table_items], axis=1),
-          jnp.concatenate([weak.cand_mask, weak.conv_table_mask], axis=1),
-          jnp.concatenate([jnp.concatenate([weak.cand_aux, weak.cand_cross], axis=-1),
-                           jnp.concatenate([weak.conv_table_aux, weak.conv_cross], axis=-1)], axis=1))
+def known_items(weak: WeakSignals, users: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """A_u of `users` as padded tables: (items [B, Ca], mask [B, Ca], pair values [B, Ca, (K-1) + K]: the
+  auxiliary flags, then the cross-behavior counts)."""
+  return (jnp.concatenate([weak.cand_items[users], weak.conv_table_items[users]], axis=1),
+          jnp.concatenate([weak.cand_mask[users], weak.conv_table_mask[users]], axis=1),
+          jnp.concatenate([jnp.concatenate([weak.cand_aux[users], weak.cand_cross[users]], axis=-1),
+                           jnp.concatenate([weak.conv_table_aux[users], weak.conv_cross[users]], axis=-1)],
+                          axis=1))
 
 
-def lookup(weak: WeakSignals, users: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and the pair values [B, n, (K-1) + K]
-  (u's flags on i, the cross-behavior counts; 0 outside A_u)."""
-  a_items, a_mask, a_values = (t[users] for t in known_items(weak))
-  match = (a_items[:, None, :] == items[:, :, None]) & a_mask[:, None, :]
-  return jnp.any(match, axis=-1), jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), a_values)
+def _pair_tables(weak: WeakSignals, users: jax.Array, purchases: bool = False):
+  """The tables that hold pair values, for `users`: A_u, then the collaborative candidates (and with
+  `purchases` the training purchases outside A_u), as (items, mask, values) each."""
+  k = n_aux(weak)
+  a_items, a_mask, a_values = known_items(weak, users)
+  tables = [(a_items, a_mask, a_values)]
+  named = [(weak.cf_items, weak.cf_mask, weak.cf_cross)]
+  if purchases:
+    named.append((weak.buy_items, weak.buy_mask, weak.buy_cross))
+  for items, mask, cross in named:
+    cross = cross[users]
+    tables.append((items[users], mask[users],
+                   jnp.concatenate([jnp.zeros(cross.shape[:-1] + (k,)), cross], axis=-1)))
+  return tables
+
+
+def lookup(weak: WeakSignals, users: jax.Array, items: jax.Array,
+           purchases: bool = False) -> tuple[jax.Array, jax.Array]:
+  """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and the pair values [B, n, (K-1) + K]:
+  u's flags on i (0 outside A_u), then the cross-behavior counts where a table holds them (A_u, the
+  collaborative candidates, and with `purchases` the training purchases; 0 elsewhere)."""
+  known, values = None, 0.0
+  for t_items, t_mask, t_values in _pair_tables(weak, users, purchases):
+    match = (t_items[:, None, :] == items[:, :, None]) & t_mask[:, None, :]
+    known = jnp.any(match, axis=-1) if known is None else known
+    values = values + jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), t_values)
+  return known, values
+
+
+def candidates(weak: WeakSignals, users: jax.Array):
+  """The items `users` are scored on with pair evidence: their weak-signal candidates, then their
+  collaborative candidates, as (items, mask, known: in A_u, pair values), [B, C + F(, ...)]."""
+  k = n_aux(weak)
+  cross = weak.cf_cross[users]
+  cf_values = jnp.concatenate([jnp.zeros(cross.shape[:-1] + (k,)), cross], axis=-1)
+  cand_mask, cf_mask = weak.cand_mask[users], weak.cf_mask[users]
+  return (jnp.concatenate([weak.cand_items[users], weak.cf_items[users]], axis=1),
+          jnp.concatenate([cand_mask, cf_mask], axis=1),
+          jnp.concatenate([cand_mask, jnp.zeros_like(cf_mask)], axis=1),
+          jnp.concatenate([jnp.concatenate([weak.cand_aux[users], weak.cand_cross[users]], axis=-1),
+                           cf_values], axis=1))
 
 
 def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array):
@@ -71,7 +113,7 @@ def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax
 def _sorted_known(weak: WeakSignals, users: jax.Array):
   """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
   ([B, Ca, 1 + (K-1) + K], [B]): purchases, the conversion shares, the cross-behavior counts."""
-  a_items, a_mask, a_values = (t[users] for t in known_items(weak))
+  a_items, a_mask, a_values = known_items(weak, users)
   k = n_aux(weak)
   buys, share, _ = _item_values(weak, a_items, a_values[..., :k], jnp.zeros(a_items.shape))
   values = jnp.concatenate([buys[..., None], share, a_values[..., k:]], axis=-1)
@@ -119,11 +161,15 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts). Returns
   [B, n, n_features(K-1)]."""
   known = known.astype(jnp.float32)
-  values = values * known[..., None]
-  flags, counts = values[..., :n_aux(weak)], values[..., n_aux(weak):]
+  flags, counts = values[..., :n_aux(weak)] * known[..., None], values[..., n_aux(weak):]
   buys, share, log_aux = _item_values(weak, items, flags, loo)
   item = [jnp.log1p(buys)[..., None], share, log_aux]
   cross = _cross(weak, users, items, counts, loo)
+  # outside A_u a training purchase keeps its counts only where, its purchase removed, it would be one of
+  # the user's collaborative candidates (as a held-out purchase would be); no other item outside them has any
+  cobuy = cross[..., -1]
+  as_candidate = (cobuy > 0) & (cobuy >= weak.cf_floor[users][:, None])
+  cross = jnp.where(((known == 0) & (loo > 0) & ~as_candidate)[..., None], 0.0, cross)
   # where this item ranks among the user's other known items; purchase and cross-behavior counts are whole
   # numbers and compare exactly, shares within TIE of each other are ties (so that the rounding of one
   # compiled program or another cannot turn a tie into a rank step)
@@ -134,16 +180,15 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
                  jnp.concatenate([own_buys[..., None], own_share, counts], axis=-1), known, tie)
   u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
-  converted = jnp.max(flags, axis=-1) * loo  # the pair's own conversion, if it is one
-  u_share = ((u_conv[:, None, 0] - converted + SMOOTHING * weak.conv_prior[-1])
-             / (u_conv[:, None, 1] + SMOOTHING))
+  # the user's own statistics are the same for every item of the user, in training as in evaluation: left
+  # out for one purchase only, they would set that purchase apart from every other item of its user
+  u_share = (u_conv[:, 0] + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
   shape = items.shape
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
           jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
-          u_share[..., None]]
-  pair = jnp.concatenate([known[..., None], flags] + user + [ranks, jnp.log1p(cross)], axis=-1)
-  pair = pair * known[..., None]
-  return jnp.concatenate(item + [pair], axis=-1)
+          jnp.broadcast_to(u_share[:, None, None], shape + (1,))]
+  pair = jnp.concatenate([known[..., None], flags] + user + [ranks], axis=-1) * known[..., None]
+  return jnp.concatenate(item + [pair, jnp.log1p(cross)], axis=-1)
 
 
 class PairScorer(nn.Module):
@@ -181,23 +226,23 @@ def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
 
 
 def candidate_scores(scorer, weak: WeakSignals, users: jax.Array) -> jax.Array:
-  """s_θ of the weak-signal candidates of a batch of users, [B, C] (as in evaluation: no pair left out).
-  The rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
-  items, mask = weak.cand_items[users], weak.cand_mask[users]
-  values = jnp.concatenate([weak.cand_aux[users], weak.cand_cross[users]], axis=-1)
-  return scorer(features(weak, users, items, mask, values, jnp.zeros(items.shape)))
+  """s_θ of the `candidates` of a batch of users, [B, C + F] (as in evaluation: no pair left out). The
+  rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
+  items, _, known, values = candidates(weak, users)
+  return scorer(features(weak, users, items, known, values, jnp.zeros(items.shape)))
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
-  """[B, N] scores: `base` with each user's weak-signal candidates set to `pair` [B, C]."""
+  """[B, N] scores: `base` with each user's `candidates` set to `pair` [B, C + F]."""
+  items, mask, _, _ = candidates(weak, users)
   rows = jnp.arange(users.shape[0])[:, None]
-  cols = jnp.where(weak.cand_mask[users], weak.cand_items[users], base.shape[1])
+  cols = jnp.where(mask, items, base.shape[1])
   return base.at[rows, cols].set(pair, mode="drop")
 
 
 def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
   """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
-  known, values = lookup(weak, users, items[:, None])
+  known, values = lookup(weak, users, items[:, None], purchases=True)
   return scorer(features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1))))[:, 0]
 
 

@@ -1,6 +1,7 @@
 """pair_ranker: the pair evidence alone (hnt_jax.models.evidence), scored by a small MLP or a logistic
-scorer and trained with the listwise loss over each purchase, uniform negatives and the user's own weak
-signals. No embeddings, no graph: the baseline that shows what the per-pair features carry by themselves.
+scorer and trained with the same softmax over all items as HNT (each training purchase against every item
+the user did not buy). No embeddings, no graph: the baseline that shows what the per-pair features carry
+by themselves.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class PairRanker(Recommender):
   hidden: int = 32  # units per hidden layer of the scorer
   layers: int = 2  # hidden layers; 0: logistic
   max_candidates: int = 128  # weak-signal candidates kept per user
+  cf_candidates: int = 50  # collaborative candidates per user (items bought by those who bought the same)
 
   def graph_extras(self, ds) -> dict:
     from hnt_jax.errors import ConfigError
@@ -30,7 +32,7 @@ class PairRanker(Recommender):
     if not ds.auxiliary:
       raise ConfigError(f"model.name=pair_ranker needs at least one auxiliary behavior; {ds.name} has only "
                         f"{ds.target}")
-    return {"weak": weak_signals(ds, self.max_candidates)}
+    return {"weak": weak_signals(ds, self.max_candidates, self.cf_candidates)}
 
   def setup(self):
     self.scorer = evidence.PairScorer(hidden=self.hidden, layers=self.layers)

@@ -9,7 +9,7 @@ from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
 from hnt_jax.graph import build_graphs
 from hnt_jax.models import evidence, get_model
-from hnt_jax.signals import weak_signals
+from hnt_jax.signals import collaborative_candidates, weak_signals
 from tests.models.test_hnt import dummy_batch
 
 
@@ -18,7 +18,23 @@ def tiny():
   cfg = base_config()
   cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
   ds = synthetic.generate(cfg.data.synthetic)
-  return cfg, ds, build_graphs(ds, weak=weak_signals(ds, 64))  # wide enough: A_u is every auxiliary item
+  # 64 candidates: A_u is every auxiliary item; 4 collaborative candidates: fewer than most users could have
+  return cfg, ds, build_graphs(ds, weak=weak_signals(ds, 64, CF))
+
+
+CF = 4
+
+
+def reference_collaborative(ds, u, width=CF):
+  """u's collaborative candidates (items u has no training pair with, by co-buy count, largest first, ties
+  to the lower id) and the floor a left-out purchase outside A_u must reach to count as one."""
+  buy = (ds.train_target.toarray() != 0).astype(float)
+  seen = np.any([ds.train[b].toarray() != 0 for b in ds.behaviors], axis=0)
+  counts = (buy[u] @ buy.T) @ buy
+  order = [i for i in sorted(range(ds.n_items), key=lambda i: (-counts[i], i)) if not seen[u, i] and counts[i] > 0]
+  kept = order[:width]
+  floor = counts[kept[-1]] if len(kept) == width else 0.0
+  return kept, floor
 
 
 def reference_features(ds, u, i, loo):
@@ -31,6 +47,7 @@ def reference_features(ds, u, i, loo):
   conv_pairs, all_pairs = (np.any(aux, axis=0) & buy).sum(), np.any(aux, axis=0).sum()
   known = i in known_u
   flags = [float(a[u, i]) if known else 0.0 for a in aux]
+  cf_items, floor = reference_collaborative(ds, u)
 
   def stats(j, out):
     buys = buy[:, j].sum() - out
@@ -49,13 +66,16 @@ def reference_features(ds, u, i, loo):
   n_stats = 1 + len(aux)
   x = [np.log1p(own[0])] + own[1:n_stats] + [np.log1p(a[:, i].sum()) for a in aux]
   if not known:
-    return np.array(x + [0.0] * (evidence.n_features(len(aux)) - len(x)))
+    # cross-behavior counts only for collaborative candidates, and for a left-out purchase that would be one
+    has_cross = i in cf_items or (loo and own[-1] > 0 and own[-1] >= floor)
+    cross_part = list(np.log1p(own[n_stats:])) if has_cross else [0.0] * len(own[n_stats:])
+    return np.array(x + [0.0] * (evidence.n_features(len(aux)) - len(x) - len(cross_part)) + cross_part)
   others = [stats(j, 0) + cross(j, 0) for j in known_u if j != i]
   ranks = []
   for r, v in enumerate(own):
     o = np.array([st[r] for st in others])
     ranks.append(((o > v).sum() + 0.5 * (o == v).sum()) / max(len(o), 1))
-  u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum() - loo * max(flags)
+  u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum()  # the user's own: never left out
   u_share = (u_conv + s * conv_pairs / all_pairs) / (len(known_u) + s)
   pair = ([1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
           + list(np.log1p(own[n_stats:])))
@@ -68,19 +88,34 @@ def test_features_equal_loop(tiny):
   buy = ds.train_target.toarray() != 0
   users = np.arange(6)
   items = np.tile(np.arange(ds.n_items), (users.shape[0], 1))
-  known, values = evidence.lookup(w, jnp.asarray(users), jnp.asarray(items))
   for loo_value in (0.0, 1.0):
+    known, values = evidence.lookup(w, jnp.asarray(users), jnp.asarray(items), purchases=loo_value > 0)
     loo = jnp.where(jnp.asarray(buy[users]), loo_value, 0.0)  # only training purchases are left out
     x = np.asarray(evidence.features(w, jnp.asarray(users), jnp.asarray(items), known, values, loo))
     assert x.shape[-1] == evidence.n_features(2)
-    checked_loo = 0
+    checked_loo = checked_cf = 0
     for b, u in enumerate(users):
       for i in range(ds.n_items):
         out = loo_value * buy[u, i]
         checked_loo += out > 0
+        checked_cf += i in reference_collaborative(ds, u)[0]
         np.testing.assert_allclose(x[b, i], reference_features(ds, u, i, out), rtol=1e-5, atol=1e-6,
                                    err_msg=f"user {u} item {i} loo {out}")
     assert loo_value == 0 or checked_loo > 3
+    assert checked_cf > 3
+
+
+@pytest.mark.parametrize("width", [CF, 30])
+def test_collaborative_candidates_equal_loop(tiny, width):
+  _, ds, _ = tiny
+  items, mask, floor = collaborative_candidates(ds, width)
+  full = 0
+  for u in range(ds.n_users):
+    kept, want_floor = reference_collaborative(ds, u, width)
+    assert items[u][mask[u]].tolist() == kept, f"user {u}"
+    assert floor[u] == want_floor
+    full += len(kept) == width
+  assert full == ds.n_users if width == CF else full == 0  # both sides of the floor
 
 
 def test_softmax_loss_equals_loop():
@@ -121,7 +156,8 @@ def test_full_ranking_scores_are_the_pair_scores(tiny, name):
   for u in range(8):
     items = jnp.arange(ds.n_items)[None]
     known, values = evidence.lookup(graphs.weak, jnp.asarray([u]), items)
-    known = known & ~jnp.asarray(buy[u])[None]  # purchases are masked: scored without pair evidence
+    bought = jnp.asarray(buy[u])[None]  # purchases are masked: scored without pair evidence
+    known, values = known & ~bought, values * ~bought[..., None]
     x = evidence.features(graphs.weak, jnp.asarray([u]), items, known, values, jnp.zeros(items.shape))
     want = np.asarray(scorer.apply({"params": params["scorer"]}, x))[0]
     if name == "hnt":
@@ -129,7 +165,7 @@ def test_full_ranking_scores_are_the_pair_scores(tiny, name):
       zi = np.asarray(emb.items) / np.linalg.norm(np.asarray(emb.items), axis=1, keepdims=True)
       want = want + zi @ zu / model.cf_temperature
     np.testing.assert_allclose(scores[u], want, rtol=1e-4, atol=1e-5)
-  assert np.asarray(graphs.weak.cand_mask[:8]).any()
+  assert np.asarray(graphs.weak.cand_mask[:8]).any() and np.asarray(graphs.weak.cf_mask[:8]).any()
 
 
 def test_pair_ranker_gradients_are_finite_and_reach_the_scorer(tiny):

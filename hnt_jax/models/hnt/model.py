@@ -74,6 +74,7 @@ class HNT(Recommender):
   hes_threshold: float = 0.6  # τ_h
   hes_size: int = 8  # m
   hes_max_candidates: int = 128  # weak-signal candidates kept per user
+  cf_candidates: int = 50  # collaborative candidates per user, scored with their pair evidence
   hes_beta: float = 0.0  # β: keeps hesitation items below real purchases
   # the score ŷ_ui = s_θ(x_ui) + cos(z_u, z_i) / τ_cf (docs/method.md section 4)
   use_evidence: bool = True  # the pair-evidence scorer s_θ (False: the collaborative part alone)
@@ -87,7 +88,7 @@ class HNT(Recommender):
   def graph_extras(self, ds) -> dict:
     """The weak-signal tables HNT reads (`Graphs.weak`), built once on the host."""
     from hnt_jax.signals import weak_signals
-    return {"weak": weak_signals(ds, self.hes_max_candidates)} if ds.auxiliary else {}
+    return {"weak": weak_signals(ds, self.hes_max_candidates, self.cf_candidates)} if ds.auxiliary else {}
 
   @property
   def n_aux(self) -> int:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from hnt_jax.data.dataset import Dataset
+from hnt_jax.data.dataset import Dataset, binary_csr
 
 
 @flax.struct.dataclass
@@ -121,7 +121,8 @@ def _flat_indices(mask: np.ndarray) -> np.ndarray:
 
 
 def _binary(mat) -> sp.csr_matrix:
-  return (sp.csr_matrix(mat) != 0).astype(np.float64)
+  """`binary_csr` in float64, so that products of these matrices count exactly."""
+  return binary_csr(mat).astype(np.float64)
 
 
 def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: int = 2**24) -> np.ndarray:
@@ -190,7 +191,8 @@ def _table_cross(ds: Dataset, items: np.ndarray, mask: np.ndarray) -> np.ndarray
 def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0) -> WeakSignals:
   """Host-side construction of the converting / weak-signal pairs and padded candidates (once), with up to
   `cf_candidates` collaborative candidates per user."""
-  conv_u, conv_i = _pairs(ds.converting_pairs())
+  converting = ds.converting_pairs()
+  conv_u, conv_i = _pairs(converting)
   weak_u, weak_i = _pairs(ds.weak_signal_pairs())
   conv_aux, weak_aux = _aux_flags(ds, conv_u, conv_i), _aux_flags(ds, weak_u, weak_i)
   m, n = ds.n_users, ds.n_items
@@ -214,10 +216,7 @@ def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0)
   conv_prior = np.append(item_conv.sum(axis=0) / np.maximum(aux_totals, 1), prior)
   user_conv = np.stack([np.bincount(conv_u, minlength=m), aux_user], axis=1)
   cf_items, cf_mask, cf_floor = collaborative_candidates(ds, int(cf_candidates))
-  any_aux = sum((_binary(ds.train[b]) for b in ds.auxiliary), sp.csr_matrix((m, n)))
-  bought_only = _binary(target) - _binary(target).multiply(any_aux != 0)
-  bought_only.eliminate_zeros()
-  buy_u, buy_i = _pairs(bought_only)
+  buy_u, buy_i = _pairs(binary_csr(binary_csr(target) - converting))  # purchases outside A_u
   buy_width = max(1, min(int(max_candidates), int(np.bincount(buy_u, minlength=m).max(initial=0))))
   buy_items, buy_mask, _ = _padded_pairs(buy_u, buy_i, np.zeros((buy_u.shape[0], 0), np.float32), m,
                                          buy_width)

@@ -55,47 +55,43 @@ def known_items(weak: WeakSignals, users: jax.Array) -> tuple[jax.Array, jax.Arr
                           axis=1))
 
 
+def _without_flags(cross: jax.Array, k: int) -> jax.Array:
+  """Pair values [..., (K-1) + K] of pairs outside A_u: no auxiliary flags, then the cross counts."""
+  return jnp.concatenate([jnp.zeros(cross.shape[:-1] + (k,)), cross], axis=-1)
+
+
 def _pair_tables(weak: WeakSignals, users: jax.Array, purchases: bool = False):
   """The tables that hold pair values, for `users`: A_u, then the collaborative candidates (and with
   `purchases` the training purchases outside A_u), as (items, mask, values) each."""
-  k = n_aux(weak)
-  a_items, a_mask, a_values = known_items(weak, users)
-  tables = [(a_items, a_mask, a_values)]
-  named = [(weak.cf_items, weak.cf_mask, weak.cf_cross)]
+  outside = [(weak.cf_items, weak.cf_mask, weak.cf_cross)]
   if purchases:
-    named.append((weak.buy_items, weak.buy_mask, weak.buy_cross))
-  for items, mask, cross in named:
-    cross = cross[users]
-    tables.append((items[users], mask[users],
-                   jnp.concatenate([jnp.zeros(cross.shape[:-1] + (k,)), cross], axis=-1)))
-  return tables
+    outside.append((weak.buy_items, weak.buy_mask, weak.buy_cross))
+  return [known_items(weak, users)] + [(items[users], mask[users], _without_flags(cross[users], n_aux(weak)))
+                                       for items, mask, cross in outside]
 
 
 def lookup(weak: WeakSignals, users: jax.Array, items: jax.Array,
            purchases: bool = False) -> tuple[jax.Array, jax.Array]:
   """For pairs (users [B], items [B, n]): whether i ∈ A_u [B, n] and the pair values [B, n, (K-1) + K]:
   u's flags on i (0 outside A_u), then the cross-behavior counts where a table holds them (A_u, the
-  collaborative candidates, and with `purchases` the training purchases; 0 elsewhere)."""
-  known, values = None, 0.0
-  for t_items, t_mask, t_values in _pair_tables(weak, users, purchases):
-    match = (t_items[:, None, :] == items[:, :, None]) & t_mask[:, None, :]
-    known = jnp.any(match, axis=-1) if known is None else known
-    values = values + jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), t_values)
-  return known, values
+  collaborative candidates, and with `purchases` the training purchases; 0 elsewhere; the tables are
+  disjoint)."""
+  tables = _pair_tables(weak, users, purchases)
+  matches = [(t_items[:, None, :] == items[:, :, None]) & t_mask[:, None, :] for t_items, t_mask, _ in tables]
+  values = sum(jnp.einsum("bnc,bck->bnk", match.astype(jnp.float32), t_values)
+               for match, (_, _, t_values) in zip(matches, tables))
+  return jnp.any(matches[0], axis=-1), values
 
 
 def candidates(weak: WeakSignals, users: jax.Array):
   """The items `users` are scored on with pair evidence: their weak-signal candidates, then their
   collaborative candidates, as (items, mask, known: in A_u, pair values), [B, C + F(, ...)]."""
-  k = n_aux(weak)
-  cross = weak.cf_cross[users]
-  cf_values = jnp.concatenate([jnp.zeros(cross.shape[:-1] + (k,)), cross], axis=-1)
   cand_mask, cf_mask = weak.cand_mask[users], weak.cf_mask[users]
   return (jnp.concatenate([weak.cand_items[users], weak.cf_items[users]], axis=1),
           jnp.concatenate([cand_mask, cf_mask], axis=1),
           jnp.concatenate([cand_mask, jnp.zeros_like(cf_mask)], axis=1),
           jnp.concatenate([jnp.concatenate([weak.cand_aux[users], weak.cand_cross[users]], axis=-1),
-                           cf_values], axis=1))
+                           _without_flags(weak.cf_cross[users], n_aux(weak))], axis=1))
 
 
 def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array):

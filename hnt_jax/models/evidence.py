@@ -152,9 +152,11 @@ def _cross(weak: WeakSignals, users, items, counts, loo) -> jax.Array:
 
 
 def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, values: jax.Array,
-             loo: jax.Array) -> jax.Array:
+             loo: jax.Array, left_out: jax.Array | None = None) -> jax.Array:
   """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; values [B, n, (K-1) + K]: the pair values
-  of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts). Returns
+  of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts); left_out [B]: the
+  conversion of the purchase each row of a loss leaves out (1 where it is in A_u), taken from the user's
+  converting count for every item of the row (None: evaluation, nothing left out). Returns
   [B, n, n_features(K-1)]."""
   known = known.astype(jnp.float32)
   flags, counts = values[..., :n_aux(weak)] * known[..., None], values[..., n_aux(weak):]
@@ -176,9 +178,12 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
                  jnp.concatenate([own_buys[..., None], own_share, counts], axis=-1), known, tie)
   u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
-  # the user's own statistics are the same for every item of the user, in training as in evaluation: left
-  # out for one purchase only, they would set that purchase apart from every other item of its user
-  u_share = (u_conv[:, 0] + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
+  # the user's own statistics are the same for every item of a row: in a loss row the left-out purchase's
+  # conversion is taken out for all of them, as a held-out purchase is absent from evaluation rows (left out
+  # for the purchase only, they would set it apart from the other items of its row; never left out, the
+  # rows of training would carry a share that evaluation rows do not have)
+  converted = u_conv[:, 0] if left_out is None else u_conv[:, 0] - left_out
+  u_share = (converted + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
   shape = items.shape
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
           jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
@@ -221,11 +226,20 @@ def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
   return scores.reshape(n_chunks * chunk, -1)[:m]
 
 
-def candidate_scores(scorer, weak: WeakSignals, users: jax.Array) -> jax.Array:
-  """s_θ of the `candidates` of a batch of users, [B, C + F] (as in evaluation: no pair left out). The
-  rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
+def candidate_scores(scorer, weak: WeakSignals, users: jax.Array, left_out: jax.Array | None = None
+                     ) -> jax.Array:
+  """s_θ of the `candidates` of a batch of users, [B, C + F] (no pair left out; `left_out` as in `features`
+  for the rows of a loss). The rest of A_u, the converting pairs, are training purchases, which the losses
+  leave out."""
   items, _, known, values = candidates(weak, users)
-  return scorer(features(weak, users, items, known, values, jnp.zeros(items.shape)))
+  return scorer(features(weak, users, items, known, values, jnp.zeros(items.shape), left_out))
+
+
+def left_out_conversion(weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
+  """For training purchases (users [B], items [B]): 1 where the purchase converted a pair of A_u, else 0
+  (the `left_out` of their loss rows), [B]."""
+  known, _ = lookup(weak, users, items[:, None])
+  return known[:, 0].astype(jnp.float32)
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
@@ -239,7 +253,9 @@ def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, user
 def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
   """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
   known, values = lookup(weak, users, items[:, None], purchases=True)
-  return scorer(features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1))))[:, 0]
+  x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)),
+               known[:, 0].astype(jnp.float32))
+  return scorer(x)[:, 0]
 
 
 def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos: jax.Array,

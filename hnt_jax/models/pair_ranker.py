@@ -48,8 +48,8 @@ class PairRanker(Recommender):
   def loss(self, graphs, batch):
     users, pos, weak = batch["users"], batch["pos"], graphs.weak
     base = jnp.broadcast_to(evidence.item_scores(self.scorer, weak)[None, :], (users.shape[0], self.n_items))
-    scores = evidence.scatter_candidates(weak, base, evidence.candidate_scores(self.scorer, weak, users),
-                                         users)
+    cand = evidence.candidate_scores(self.scorer, weak, users, evidence.left_out_conversion(weak, users, pos))
+    scores = evidence.scatter_candidates(weak, base, cand, users)
     loss = evidence.softmax_loss(scores, evidence.purchase_scores(self.scorer, weak, users, pos), users,
                                  pos, graphs.target.rows)
     return loss, {"softmax": loss}

@@ -179,26 +179,28 @@ class HNT(Recommender):
       return u @ _unit(emb.items).T / self.cf_temperature
     return jnp.sum(u * _unit(emb.items[items]), axis=-1) / self.cf_temperature
 
-  def pair_scores(self, graphs, emb: HNTEmbeddings, users, items) -> jax.Array:
-    """ŷ for pairs (users [B], items [B]) as evaluation scores them (no pair left out)."""
+  def pair_scores(self, graphs, emb: HNTEmbeddings, users, items, left_out=None) -> jax.Array:
+    """ŷ for pairs (users [B], items [B]) as evaluation scores them (no pair left out; `left_out` as in
+    `evidence.features`, for the rows of a loss)."""
     y = self.collaborative(emb, users, items)
     if self.evidence_on:
       known, values = evidence.lookup(graphs.weak, users, items[:, None])
-      x = evidence.features(graphs.weak, users, items[:, None], known, values, jnp.zeros((users.shape[0], 1)))
+      x = evidence.features(graphs.weak, users, items[:, None], known, values, jnp.zeros((users.shape[0], 1)),
+                            left_out)
       y = y + self.scorer(x)[:, 0]
     return y
 
-  def score(self, graphs, emb: HNTEmbeddings, users) -> jax.Array:
+  def score(self, graphs, emb: HNTEmbeddings, users, left_out=None) -> jax.Array:
     """Scores of all items for `users`: the collaborative part, plus s_θ (each item's evidence-free score,
     and the pair score on the user's weak-signal candidates; training purchases, which evaluation masks,
-    get the former)."""
+    get the former). `left_out`: as in `evidence.features`, for the rows of the loss."""
     scores = self.collaborative(emb, users)
     if self.evidence_on:
-      if emb.item_evidence.shape[0]:  # computed once for every user by `embed`
+      if emb.item_evidence.shape[0] and left_out is None:  # computed once for every user by `embed`
         items, cand = emb.item_evidence, emb.cand_evidence[users]
       else:
         items = evidence.item_scores(self.scorer, graphs.weak)
-        cand = evidence.candidate_scores(self.scorer, graphs.weak, users)
+        cand = evidence.candidate_scores(self.scorer, graphs.weak, users, left_out)
       base = jnp.broadcast_to(items[None, :], scores.shape)
       scores = scores + evidence.scatter_candidates(graphs.weak, base, cand, users)
     return scores
@@ -209,7 +211,8 @@ class HNT(Recommender):
     users, pos, neg = batch["users"], batch["pos"], batch["neg"]
     conv_pairs = self._conversion_pairs(graphs) if self.hesitation_on else None
     emb = self.representations(graphs, self._active_users(users, conv_pairs))
-    scores = self.score(graphs, emb, users)
+    left_out = evidence.left_out_conversion(graphs.weak, users, pos) if self.evidence_on else None
+    scores = self.score(graphs, emb, users, left_out)
     y_pos = self.collaborative(emb, users, pos)
     if self.evidence_on:
       y_pos = y_pos + evidence.purchase_scores(self.scorer, graphs.weak, users, pos)
@@ -227,8 +230,8 @@ class HNT(Recommender):
       conv = self._conversion_loss(graphs, emb, conv_pairs)
       total, metrics["conv"] = total + self.lambda_conv * conv, conv
       if self.lambda_hes:
-        y_neg = self.pair_scores(graphs, emb, users, neg)
-        hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg)
+        y_neg = self.pair_scores(graphs, emb, users, neg, left_out)
+        hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg, left_out)
         total, metrics["hes"] = total + self.lambda_hes * hes, hes
     return total, metrics
 
@@ -278,10 +281,10 @@ class HNT(Recommender):
     logits = self.conversion_logits(graphs, emb, users, items, flags)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
 
-  def _hesitation_loss(self, graphs, emb, users, y_pos, y_neg) -> jax.Array:
+  def _hesitation_loss(self, graphs, emb, users, y_pos, y_neg, left_out=None) -> jax.Array:
     hes = {"items": self.hes_items.value, "mask": self.hes_mask.value, "conf": self.hes_conf.value}
     items, conf, valid = hes_lib.sample_from_sets(self.make_rng("sample"), hes, users)
-    y_hes = self.pair_scores(graphs, emb, users, items)
+    y_hes = self.pair_scores(graphs, emb, users, items, left_out)
     return hes_lib.hesitation_loss(y_hes, y_pos, y_neg, conf, valid, self.hes_beta)
 
   # --- hesitation sets and diagnostics -----------------------------------------------------------------

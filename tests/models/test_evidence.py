@@ -183,35 +183,33 @@ def test_pair_ranker_gradients_are_finite_and_reach_the_scorer(tiny):
 
 def test_loss_rows_see_the_user_as_evaluation_would_without_the_purchase(tiny):
   """In the row of a left-out purchase (u, j) ∈ A_u, the user's converting count that every item sees (the
-  purchase and the candidates) equals the count on the data that never had the purchase; evaluation rows
-  keep the whole count. (The count is read back from the smoothed share, each dataset with its own prior.)"""
+  purchase and the candidates, read through the scoring paths the losses use) equals the count on the data
+  that never had the purchase; evaluation rows keep the whole count. (The count is read back from the
+  smoothed share, each dataset with its own prior.)"""
   import dataclasses
+  import scipy.sparse as sp
   from hnt_jax.data.dataset import binary_csr
   _, ds, graphs = tiny
   w, s = graphs.weak, evidence.SMOOTHING
   conv = ds.converting_pairs().tocoo()
   u, j = int(conv.row[0]), int(conv.col[0])
-  held = ds.train_target * 0
-  held = held.tolil(); held[u, j] = 1
-  train = dict(ds.train); train[ds.target] = binary_csr(ds.train_target - held.tocsr())
+  held = sp.csr_matrix(([1.0], ([u], [j])), shape=ds.train_target.shape)
+  train = dict(ds.train); train[ds.target] = binary_csr(ds.train_target - held)
   w2 = weak_signals(dataclasses.replace(ds, train=train), 64, CF)
-  col = 11  # the user's smoothed conversion share (2 auxiliary behaviors)
+  share = lambda x: x[..., 11]  # a "scorer" that returns the user's smoothed conversion share (K-1 = 2)
 
-  def converted(weak, x):
-    return x[..., col] * (float(weak.user_conv[u, 1]) + s) - s * float(weak.conv_prior[-1])
+  def converted(x):
+    return np.asarray(x) * (float(w.user_conv[u, 1]) + s) - s * float(w.conv_prior[-1])
 
   users, items = jnp.asarray([u]), jnp.asarray([j])
-  known, values = evidence.lookup(w, users, items[:, None], purchases=True)
-  x_pos = evidence.features(w, users, items[:, None], known, values, jnp.ones((1, 1)), known[:, 0] * 1.0)
   left_out = evidence.left_out_conversion(w, users, items)
   assert float(left_out[0]) == 1.0
-  cand_items, cand_mask, cand_known, cand_values = evidence.candidates(w, users)
-  x_row = evidence.features(w, users, cand_items, cand_known, cand_values, jnp.zeros(cand_items.shape), left_out)
-  x_eval = evidence.features(w, users, cand_items, cand_known, cand_values, jnp.zeros(cand_items.shape))
   want = float(w2.user_conv[u, 0])
   assert want == float(w.user_conv[u, 0]) - 1
-  np.testing.assert_allclose(converted(w, x_pos)[0, 0], want, atol=1e-4)
+  np.testing.assert_allclose(converted(evidence.purchase_scores(share, w, users, items))[0], want, atol=1e-4)
+  _, cand_mask, cand_known, _ = evidence.candidates(w, users)
   in_a = np.asarray(cand_known[0] & cand_mask[0])
   assert in_a.any()
-  np.testing.assert_allclose(np.asarray(converted(w, x_row))[0][in_a], want, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(converted(w, x_eval))[0][in_a], want + 1, atol=1e-4)
+  row = converted(evidence.candidate_scores(share, w, users, left_out))[0]
+  np.testing.assert_allclose(row[in_a], want, atol=1e-4)
+  np.testing.assert_allclose(converted(evidence.candidate_scores(share, w, users))[0][in_a], want + 1, atol=1e-4)

@@ -19,9 +19,11 @@ holds them as the weak-signal candidates and the converting pairs):
 A training purchase (u, i) is scored with its own purchase removed from every count of the pair (`loo` =
 1): the counts then look as they will for a held-out purchase, which is not in them. Without this an item
 bought once looks "always bought" to the scorer exactly on the pairs it trains on. Outside A_u it keeps
-cross-behavior counts only where, so counted, it would be one of u's collaborative candidates. The user's
-own statistics are never left out: they are the same for every item of the user, in training and in
-evaluation.
+cross-behavior counts only where, so counted, it would be one of u's collaborative candidates. What every
+item of a row is compared with, the user's converting count and the user's A_u items that the ranks count,
+is taken in a loss row without the row's purchase for every item (`left_out`), as an evaluation row is
+without its held-out item (`hnt_jax.experiments.views` measures how far each feature's training view is
+from its evaluation view).
 
 Because the pair evidence is zero outside A_u and the collaborative candidates, a user's scores over all
 items are one vector over items (`item_scores`) with the `candidates`' entries replaced by their pair
@@ -106,13 +108,24 @@ def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax
   return buys, share, jnp.log1p(aux)
 
 
-def _sorted_known(weak: WeakSignals, users: jax.Array):
+def _left_out_entries(weak: WeakSignals, users: jax.Array, left_out: jax.Array | None) -> jax.Array:
+  """[B, Ca] float: 1 at the entry of each row's left-out purchase in the user's A_u table (none when the
+  purchase is outside A_u, or `left_out` is None)."""
+  a_items, a_mask, _ = known_items(weak, users)
+  if left_out is None:
+    return jnp.zeros(a_items.shape)
+  return ((a_items == left_out[:, None]) & a_mask).astype(jnp.float32)
+
+
+def _sorted_known(weak: WeakSignals, users: jax.Array, out: jax.Array):
   """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
-  ([B, Ca, 1 + (K-1) + K], [B]): purchases, the conversion shares, the cross-behavior counts."""
+  ([B, Ca, 1 + (K-1) + K], [B]): purchases, the conversion shares, the cross-behavior counts; the entry
+  marked in `out` [B, Ca] (the row's left-out purchase) with that purchase removed, as for its own pair."""
   a_items, a_mask, a_values = known_items(weak, users)
   k = n_aux(weak)
-  buys, share, _ = _item_values(weak, a_items, a_values[..., :k], jnp.zeros(a_items.shape))
-  values = jnp.concatenate([buys[..., None], share, a_values[..., k:]], axis=-1)
+  buys, share, _ = _item_values(weak, a_items, a_values[..., :k], out)
+  cross = _cross(weak, users, a_items, a_values[..., k:], out)
+  values = jnp.concatenate([buys[..., None], share, cross], axis=-1)
   values = jnp.where(a_mask[..., None], values, jnp.inf)
   return jnp.sort(values, axis=1), jnp.sum(a_mask, axis=1)
 
@@ -155,9 +168,9 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
              loo: jax.Array, left_out: jax.Array | None = None) -> jax.Array:
   """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; values [B, n, (K-1) + K]: the pair values
   of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts); left_out [B]: the
-  conversion of the purchase each row of a loss leaves out (1 where it is in A_u), taken from the user's
-  converting count for every item of the row (None: evaluation, nothing left out). Returns
-  [B, n, n_features(K-1)]."""
+  training purchase (item id) each row of a loss leaves out, removed for every item of the row from what
+  they are compared with: the user's converting count, and the purchase's own entry among the user's A_u
+  items that the ranks count (None: evaluation, nothing left out). Returns [B, n, n_features(K-1)]."""
   known = known.astype(jnp.float32)
   flags, counts = values[..., :n_aux(weak)] * known[..., None], values[..., n_aux(weak):]
   buys, share, log_aux = _item_values(weak, items, flags, loo)
@@ -171,18 +184,24 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   # where this item ranks among the user's other known items; purchase and cross-behavior counts are whole
   # numbers and compare exactly, shares within TIE of each other are ties (so that the rounding of one
   # compiled program or another cannot turn a tie into a rank step)
-  sorted_values, n_known = _sorted_known(weak, users)
-  own_buys, own_share, _ = _item_values(weak, items, flags, jnp.zeros(items.shape))
+  # (in a loss row the left-out purchase's entry is its left-out statistics, as an evaluation row holds its
+  # held-out item without the purchase: kept whole, it would sit above the row's other items on every
+  # count, and only training rows would show it)
+  out = _left_out_entries(weak, users, left_out)
+  sorted_values, n_known = _sorted_known(weak, users, out)
+  own_loo = jnp.zeros(items.shape) if left_out is None else known * (items == left_out[:, None])
+  own_buys, own_share, _ = _item_values(weak, items, flags, own_loo)
+  own_cross = _cross(weak, users, items, counts, own_loo)
   k = n_aux(weak)
   tie = jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
   ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
-                 jnp.concatenate([own_buys[..., None], own_share, counts], axis=-1), known, tie)
+                 jnp.concatenate([own_buys[..., None], own_share, own_cross], axis=-1), known, tie)
   u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
   # the user's own statistics are the same for every item of a row: in a loss row the left-out purchase's
   # conversion is taken out for all of them, as a held-out purchase is absent from evaluation rows (left out
   # for the purchase only, they would set it apart from the other items of its row; never left out, the
   # rows of training would carry a share that evaluation rows do not have)
-  converted = u_conv[:, 0] if left_out is None else u_conv[:, 0] - left_out
+  converted = u_conv[:, 0] - jnp.sum(out, axis=1)
   u_share = (converted + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
   shape = items.shape
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
@@ -228,18 +247,11 @@ def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
 
 def candidate_scores(scorer, weak: WeakSignals, users: jax.Array, left_out: jax.Array | None = None
                      ) -> jax.Array:
-  """s_θ of the `candidates` of a batch of users, [B, C + F] (no pair left out; `left_out` as in `features`
-  for the rows of a loss). The rest of A_u, the converting pairs, are training purchases, which the losses
+  """s_θ of the `candidates` of a batch of users, [B, C + F] (no pair left out; `left_out` [B], the rows'
+  purchases, as in `features` for the rows of a loss). The rest of A_u, the converting pairs, are training purchases, which the losses
   leave out."""
   items, _, known, values = candidates(weak, users)
   return scorer(features(weak, users, items, known, values, jnp.zeros(items.shape), left_out))
-
-
-def left_out_conversion(weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
-  """For training purchases (users [B], items [B]): 1 where the purchase converted a pair of A_u, else 0
-  (the `left_out` of their loss rows), [B]."""
-  known, _ = lookup(weak, users, items[:, None])
-  return known[:, 0].astype(jnp.float32)
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
@@ -253,8 +265,7 @@ def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, user
 def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
   """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
   known, values = lookup(weak, users, items[:, None], purchases=True)
-  x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)),
-               known[:, 0].astype(jnp.float32))
+  x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)), items)
   return scorer(x)[:, 0]
 
 

@@ -48,7 +48,7 @@ class PairRanker(Recommender):
   def loss(self, graphs, batch):
     users, pos, weak = batch["users"], batch["pos"], graphs.weak
     base = jnp.broadcast_to(evidence.item_scores(self.scorer, weak)[None, :], (users.shape[0], self.n_items))
-    cand = evidence.candidate_scores(self.scorer, weak, users, evidence.left_out_conversion(weak, users, pos))
+    cand = evidence.candidate_scores(self.scorer, weak, users, pos)
     scores = evidence.scatter_candidates(weak, base, cand, users)
     loss = evidence.softmax_loss(scores, evidence.purchase_scores(self.scorer, weak, users, pos), users,
                                  pos, graphs.target.rows)

@@ -211,7 +211,7 @@ class HNT(Recommender):
     users, pos, neg = batch["users"], batch["pos"], batch["neg"]
     conv_pairs = self._conversion_pairs(graphs) if self.hesitation_on else None
     emb = self.representations(graphs, self._active_users(users, conv_pairs))
-    left_out = evidence.left_out_conversion(graphs.weak, users, pos) if self.evidence_on else None
+    left_out = pos if self.evidence_on else None  # the purchase each row of the loss leaves out
     scores = self.score(graphs, emb, users, left_out)
     y_pos = self.collaborative(emb, users, pos)
     if self.evidence_on:

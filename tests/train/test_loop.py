@@ -89,7 +89,7 @@ def test_time_limit_stops_resumably_and_the_rerun_finishes_identically(tmp_path)
 
 
 def test_hnt_resume_restores_hesitation_sets_exactly(tmp_path):
-  config = small_config(epochs=6)
+  config = small_config(epochs=4)
   config.model.name = "hnt"
   config.model.hnt.hes_refresh_every = 2
   config.model.hnt.hes_threshold = 0.0  # every user gets a non-empty set, so L_hes is active

@@ -239,3 +239,39 @@ def propagate(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
 
 def _product(graph: BehaviorGraph, x: jax.Array) -> jax.Array:
   return graph.ops.propagate(graph, x)
+
+
+@flax.struct.dataclass
+class LeftOutEdges:
+  """Edges of one graph that a loss leaves out of its products: row b's own edge (users[b], items[b]).
+
+  `weights` holds each edge's entry of Â (1/sqrt(deg_u deg_i), the degrees of the whole graph), 0 where
+  the row repeats an earlier row's edge, so each edge is taken out once. `counts` is, per user, how many of
+  the user's edges are left out."""
+  users: jax.Array  # [B] int32
+  items: jax.Array  # [B] int32
+  weights: jax.Array  # [B]
+  counts: jax.Array  # [M] int32
+
+
+def left_out_edges(graph: BehaviorGraph, users: jax.Array, items: jax.Array) -> LeftOutEdges:
+  """The rows' edges (each must be an edge of `graph`, as a training purchase is of the target graph)."""
+  m, n = graph.incidence.shape
+  order = jnp.lexsort((items, users))
+  su, si = users[order], items[order]
+  first_sorted = jnp.concatenate([jnp.ones((1,), bool), (su[1:] != su[:-1]) | (si[1:] != si[:-1])])
+  first = jnp.zeros_like(first_sorted).at[order].set(first_sorted)
+  deg_u = graph.rows.degree(users).astype(jnp.float32)
+  deg_i = jnp.zeros((n,), jnp.float32).at[graph.items].add(1.0)[items]
+  weights = jnp.where(first, jax.lax.rsqrt(jnp.maximum(deg_u * deg_i, 1.0)), 0.0)
+  counts = jnp.zeros((m,), jnp.int32).at[users].add(first.astype(jnp.int32))
+  return LeftOutEdges(users=users, items=items, weights=weights, counts=counts)
+
+
+def left_out_product(left: LeftOutEdges, x: jax.Array) -> jax.Array:
+  """Δ · x, Δ the left-out edges' entries of Â (both directions; x is [M+N, d]): Â · x − Δ · x is the
+  product over the graph without them (the other edges keep their weights)."""
+  m = left.counts.shape[0]
+  w = left.weights.astype(x.dtype)[:, None]
+  out = jnp.zeros_like(x).at[left.users].add(w * x[m + left.items])
+  return out.at[m + left.items].add(w * x[left.users])

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from hnt_jax.graph import propagate
+from typing import Optional
+
+from hnt_jax.graph import LeftOutEdges, left_out_product, propagate
 from hnt_jax.models.base import EmbeddingRecommender, Embeddings
 
 
-def light_propagation(graph, ego: jnp.ndarray, n_layers: int) -> jnp.ndarray:
-  """mean_{l=0..L} Â^l · ego over `graph` (a BehaviorGraph)."""
+def light_propagation(graph, ego: jnp.ndarray, n_layers: int,
+                      left_out: Optional[LeftOutEdges] = None) -> jnp.ndarray:
+  """mean_{l=0..L} Â^l · ego over `graph` (a BehaviorGraph); with `left_out`, Â without those edges."""
   total, x = ego, ego
   for _ in range(n_layers):
-    x = propagate(graph, x)
+    y = propagate(graph, x)
+    x = y if left_out is None else y - left_out_product(left_out, x)
     total = total + x
   return total / (n_layers + 1)
 

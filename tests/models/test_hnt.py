@@ -1,5 +1,7 @@
 """HNT: every vectorized path equals a plain NumPy loop on a tiny graph; gradients reach the parameter
 groups each loss term should reach."""
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import scipy.sparse as sp
 
 from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
-from hnt_jax.graph import behavior_graph, build_graphs, user_rows
+from hnt_jax.graph import behavior_graph, build_graphs, left_out_edges, user_rows
 from hnt_jax.models import get_model
 from hnt_jax.signals import weak_signals
 from hnt_jax.models.hnt import hesitation as hes_lib
@@ -121,6 +123,98 @@ def test_prototypes_equal_loop(tiny):
     items = np.flatnonzero(buy[u])
     want = phi[items].sum(0) if len(items) else phi_users[u]
     np.testing.assert_allclose(pi[u], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
+
+
+def test_prototypes_without_left_out_purchases_equal_loop(tiny):
+  """A loss row's purchase prototype goes without the row's purchase (once, however often the row repeats);
+  a user whose every purchase is left out falls back to normalize(P e_u^K)."""
+  cfg, ds, graphs = tiny
+  model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+  params = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                      dummy_batch(), method=model.loss)
+  buy = ds.train["buy"].toarray()
+  lone = next(u for u in range(ds.n_users) if buy[u].sum() >= 1)
+  users, items = [], []
+  for u in range(ds.n_users):
+    bought = np.flatnonzero(buy[u])
+    if u == lone:
+      users += [u] * len(bought) + [u]  # all of them, one twice
+      items += list(bought) + [bought[0]]
+    elif len(bought) >= 2 and u % 2:
+      users.append(u)
+      items.append(bought[-1])
+  users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
+  edges = left_out_edges(graphs.target, jnp.asarray(users), jnp.asarray(items))
+  item_t = jnp.asarray(np.random.default_rng(1).normal(size=(ds.n_items, cfg.model.embed_dim)), jnp.float32)
+  user_t = jnp.asarray(np.random.default_rng(2).normal(size=(ds.n_users, cfg.model.embed_dim)), jnp.float32)
+
+  def protos(mdl):
+    phi = mdl.transfer.phi(item_t)
+    return phi, mdl.transfer.prototypes(graphs.target, phi, user_t, edges), mdl.transfer.phi(user_t)
+
+  phi, pi, phi_users = (np.asarray(x) for x in model.apply(params, method=protos))
+  kept = buy.copy()
+  kept[users, items] = 0
+  for u in range(ds.n_users):
+    bought = np.flatnonzero(kept[u])
+    want = phi[bought].sum(0) if len(bought) else phi_users[u]
+    np.testing.assert_allclose(pi[u], want / np.linalg.norm(want), rtol=1e-4, atol=1e-5)
+  assert not kept[lone].any()
+
+
+def test_loss_leaving_out_every_purchase_of_a_user_has_finite_gradients(tiny):
+  """`leave_out_edges`: a row that takes away a user's only purchase (a prototype sum of exactly 0) still
+  gives finite gradients, and the loss differs from the one over the whole graph."""
+  cfg, ds, _ = tiny
+  buy = ds.train["buy"].tolil()
+  lone = 0
+  buy[lone, buy.rows[lone][1:]] = 0  # user 0 keeps one purchase, which the batch leaves out
+  ds = dataclasses.replace(ds, train={**ds.train, "buy": buy.tocsr()})
+  graphs = build_graphs(ds, weak=weak_signals(ds, 6))
+  u, i = ds.train["buy"].nonzero()
+  rows = list(np.flatnonzero(u == lone)) + list(np.flatnonzero(u != lone)[:7])
+  assert len(rows) == 8 and (u == lone).sum() == 1
+  batch = {"users": jnp.asarray(u[rows], jnp.int32), "pos": jnp.asarray(i[rows], jnp.int32),
+           "neg": jnp.asarray(dummy_batch(b=8, seed=7)["neg"])}
+  losses = []
+  for leave in (False, True):
+    cfg.model.hnt.update(leave_out_edges=leave)
+    model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs, batch,
+                           method=model.loss)
+    grads = grads_of(model, variables, graphs, batch)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    losses.append(float(model.apply(variables, graphs, batch, method=model.loss,
+                                    rngs={"sample": jax.random.PRNGKey(3)})[0]))
+  cfg.model.hnt.update(leave_out_edges=False)
+  assert losses[0] != pytest.approx(losses[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("propagation", ["bcoo", "host"])
+def test_encoder_without_left_out_edges_equals_dense(propagation):
+  """The target behavior's propagation without the rows' purchase edges is Â with those entries zeroed
+  (both directions, each once; the degrees stay those of the whole graph); the auxiliary behaviors keep
+  every edge."""
+  rng = np.random.default_rng(5)
+  mats = [(rng.random((5, 7)) < p).astype(np.float32) for p in (0.5, 0.3, 0.4)]
+  graphs = [behavior_graph(sp.csr_matrix(m), propagation) for m in mats]
+  u, i = np.nonzero(mats[-1])
+  pick = [0, 2, 3, 0]  # a repeated row
+  users, items = u[pick].astype(np.int32), i[pick].astype(np.int32)
+  left = left_out_edges(graphs[-1], jnp.asarray(users), jnp.asarray(items))
+  ego = rng.normal(size=(12, 4)).astype(np.float32)
+  outs = encode_behaviors(graphs, jnp.asarray(ego), 2, "cascade", False, left)
+  prev = ego
+  for k, m in enumerate(mats):
+    a = dense_normalized(m)
+    if k == len(mats) - 1:
+      a[users, 5 + items] = 0
+      a[5 + items, users] = 0
+    prev = (prev + a @ prev + a @ a @ prev) / 3
+    np.testing.assert_allclose(np.asarray(outs[k]), prev, rtol=1e-4, atol=1e-5)
+  distinct = sorted(set(zip(users.tolist(), items.tolist())))
+  assert len(distinct) == 3
+  np.testing.assert_array_equal(np.asarray(left.counts), np.bincount([p[0] for p in distinct], minlength=5))
 
 
 @pytest.mark.parametrize("propagation", ["bcoo", "host"])

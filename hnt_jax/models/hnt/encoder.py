@@ -5,18 +5,20 @@ behavior starts from E⁰. Each behavior's output is the mean over layers 0..L o
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 
+from hnt_jax.graph import LeftOutEdges
 from hnt_jax.models.lightgcn import light_propagation
 
 MODES = ("cascade", "parallel")
 
 
 def encode_behaviors(graphs: Sequence, ego: jax.Array, n_layers: int, mode: str = "cascade",
-                     residual: bool = False) -> list[jax.Array]:
-  """[E_1, ..., E_K], each [M+N, d], in cascade order (`graphs`: one BehaviorGraph per behavior)."""
+                     residual: bool = False, left_out: Optional[LeftOutEdges] = None) -> list[jax.Array]:
+  """[E_1, ..., E_K], each [M+N, d], in cascade order (`graphs`: one BehaviorGraph per behavior).
+  `left_out`: edges of the last (target) graph its propagation goes without."""
   if mode not in MODES:
     raise ValueError(f"model.encoder={mode!r} is not one of {', '.join(MODES)}")
   outs: list[jax.Array] = []
@@ -25,5 +27,6 @@ def encode_behaviors(graphs: Sequence, ego: jax.Array, n_layers: int, mode: str 
       x = ego
     else:
       x = outs[-1] + ego if residual else outs[-1]
-    outs.append(light_propagation(graph, x, n_layers))
+    last = k == len(graphs) - 1
+    outs.append(light_propagation(graph, x, n_layers, left_out if last else None))
   return outs

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hnt_jax.graph import LeftOutEdges, left_out_edges
 from hnt_jax.models import evidence
 from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch
 from hnt_jax.models.hnt import hesitation as hes_lib
@@ -81,6 +82,9 @@ class HNT(Recommender):
   scorer_hidden: int = 32  # units per hidden layer of s_θ
   scorer_layers: int = 2  # hidden layers of s_θ (0: linear in the evidence)
   cf_temperature: float = 1.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
+  # each loss row's propagation and purchase prototype go without the row's own purchase edge, as the
+  # evaluation's graph goes without the held-out purchase
+  leave_out_edges: bool = False
   # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
   # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
   gate_edge_budget: float = 0.5
@@ -133,18 +137,20 @@ class HNT(Recommender):
                         cand_evidence=evidence.user_pair_scores(self.scorer, graphs.weak))
     return emb
 
-  def representations(self, graphs, active: Optional[jax.Array] = None) -> HNTEmbeddings:
+  def representations(self, graphs, active: Optional[jax.Array] = None,
+                      left_out: Optional[LeftOutEdges] = None) -> HNTEmbeddings:
     """z, the per-behavior embeddings and the gates. With `active` (bool [M]), `users` rows are exact only
     for the active users and no gates are returned (the training loss reads only its own users;
-    `NegativeTransfer`)."""
+    `NegativeTransfer`). `left_out`: target edges the propagation and the prototypes go without."""
     ego = jnp.concatenate([self.user_table, self.item_table], axis=0)
-    outs = encode_behaviors(graphs.per_behavior, ego, self.n_layers, self.encoder, self.residual)
+    outs = encode_behaviors(graphs.per_behavior, ego, self.n_layers, self.encoder, self.residual, left_out)
     m = self.n_users
     user_t, item_t = outs[-1][:m], outs[-1][m:]
     aux = outs[:-1]
     if self.n_aux:
       z, gates, _ = self.transfer(graphs.per_behavior[:-1], graphs.target, user_t, item_t,
-                                  [o[m:] for o in aux], active=active, edge_budget=self.gate_edge_budget)
+                                  [o[m:] for o in aux], active=active, edge_budget=self.gate_edge_budget,
+                                  left_out=left_out)
       beh_users = jnp.stack([o[:m] for o in aux])
       beh_items = jnp.stack([o[m:] for o in aux])
     else:
@@ -210,7 +216,8 @@ class HNT(Recommender):
   def loss(self, graphs, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     users, pos, neg = batch["users"], batch["pos"], batch["neg"]
     conv_pairs = self._conversion_pairs(graphs) if self.hesitation_on else None
-    emb = self.representations(graphs, self._active_users(users, conv_pairs))
+    edges = left_out_edges(graphs.target, users, pos) if self.leave_out_edges else None
+    emb = self.representations(graphs, self._active_users(users, conv_pairs), edges)
     left_out = pos if self.evidence_on else None  # the purchase each row of the loss leaves out
     scores = self.score(graphs, emb, users, left_out)
     y_pos = self.collaborative(emb, users, pos)

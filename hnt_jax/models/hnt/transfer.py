@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hnt_jax.graph import BehaviorGraph
+from hnt_jax.graph import BehaviorGraph, LeftOutEdges
 
 
 def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -50,23 +50,34 @@ class NegativeTransfer(nn.Module):
   def phi(self, item_emb: jax.Array) -> jax.Array:
     return normalize(self.similarity(item_emb))
 
-  def prototypes(self, target: BehaviorGraph, phi_items: jax.Array, user_emb: jax.Array) -> jax.Array:
-    """π_u = normalize(Σ_{i∈R_K(u)} φ(i)); normalize(P e_u^K) for users without purchases."""
+  def prototypes(self, target: BehaviorGraph, phi_items: jax.Array, user_emb: jax.Array,
+                 left_out: Optional[LeftOutEdges] = None) -> jax.Array:
+    """π_u = normalize(Σ_{i∈R_K(u)} φ(i)); normalize(P e_u^K) for users without purchases. With `left_out`,
+    R_K(u) goes without those purchases."""
     summed = target.ops.incidence_matmul(target, phi_items)
-    has_purchase = jnp.linalg.norm(summed, axis=-1, keepdims=True) > 0
-    return jnp.where(has_purchase, normalize(summed), normalize(self.similarity(user_emb)))
+    if left_out is None:
+      has_purchase = jnp.linalg.norm(summed, axis=-1, keepdims=True) > 0
+    else:
+      taken = (left_out.weights > 0).astype(summed.dtype)[:, None] * phi_items[left_out.items]
+      summed = summed.at[left_out.users].add(-taken)
+      degree = target.rows.degree(jnp.arange(summed.shape[0]))
+      has_purchase = (degree - left_out.counts > 0)[:, None]
+    # (a left-out sum can be exactly 0, where normalize's gradient is not finite: such rows take the fallback)
+    safe = jnp.where(has_purchase, summed, 1.0)
+    return jnp.where(has_purchase, normalize(safe), normalize(self.similarity(user_emb)))
 
   def __call__(self, aux_graphs: Sequence[BehaviorGraph], target: BehaviorGraph, user_target: jax.Array,
                item_target: jax.Array, aux_items: Sequence[jax.Array], active: Optional[jax.Array] = None,
-               edge_budget: float = 0.0):
+               edge_budget: float = 0.0, left_out: Optional[LeftOutEdges] = None):
     """(z_u [M, d], gates per auxiliary behavior, attention [M, K-1]).
 
     With `active` (bool [M]) and an `edge_budget`, z_u is exact only for those users, and the gates may be
-    computed only on their edges (`sparse_ops`: `gated_view`); no gates are returned then."""
+    computed only on their edges (`sparse_ops`: `gated_view`); no gates are returned then. `left_out`: target
+    edges the prototypes go without."""
     gates, views = [], []
     if self.use_gates:
       phi_items = self.phi(item_target)
-      protos = self.prototypes(target, phi_items, user_target)
+      protos = self.prototypes(target, phi_items, user_target, left_out)
     for k, (g, items_k) in enumerate(zip(aux_graphs, aux_items)):
       if self.use_gates:
         h, gate = g.ops.gated_view(g, phi_items, protos, items_k, self.delta[k], self.temperature, active,

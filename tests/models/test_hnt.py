@@ -190,30 +190,6 @@ def test_loss_leaving_out_every_purchase_of_a_user_has_finite_gradients(tiny):
   assert losses[0] != pytest.approx(losses[1], rel=1e-6)
 
 
-def test_without_user_embeddings_a_user_is_the_items_they_touched(tiny):
-  """`user_embeddings=False`: no free user table, so two users with the same items in every behavior get
-  the same z_u (with the table they do not)."""
-  cfg, ds, _ = tiny
-  train = {}
-  for b, mat in ds.train.items():
-    lil = mat.tolil()
-    lil[0] = lil[1]
-    train[b] = lil.tocsr()
-  ds = dataclasses.replace(ds, train=train)
-  graphs = build_graphs(ds, weak=weak_signals(ds, 6))
-  same = []
-  for free in (True, False):
-    cfg.model.hnt.update(user_embeddings=free)
-    model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
-    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
-                           dummy_batch(), method=model.loss)
-    assert ("users" in variables["params"]) == free
-    z = np.asarray(model.apply(variables, graphs, method=model.representations).users)
-    same.append(np.allclose(z[0], z[1], atol=1e-6))
-  cfg.model.hnt.update(user_embeddings=True)
-  assert same == [False, True]
-
-
 @pytest.mark.parametrize("propagation", ["bcoo", "host"])
 def test_encoder_without_left_out_edges_equals_dense(propagation):
   """The target behavior's propagation without the rows' purchase edges is Â with those entries zeroed

@@ -85,8 +85,6 @@ class HNT(Recommender):
   # each loss row's propagation and purchase prototype go without the row's own purchase edge, as the
   # evaluation's graph goes without the held-out purchase
   leave_out_edges: bool = False
-  # False: no free user embedding (E⁰'s user rows are 0), so z_u is built from the user's items alone
-  user_embeddings: bool = True
   # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
   # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
   gate_edge_budget: float = 0.5
@@ -114,10 +112,7 @@ class HNT(Recommender):
 
   def setup(self):
     init = nn.initializers.normal(self.init_std)
-    if self.user_embeddings:
-      self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
-    else:
-      self.user_table = jnp.zeros((self.n_users, self.embed_dim))
+    self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
     if self.n_aux:
       self.transfer = NegativeTransfer(n_aux=self.n_aux, embed_dim=self.embed_dim, sim_dim=self.sim_dim,

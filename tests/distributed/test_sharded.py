@@ -78,14 +78,21 @@ def test_sharded_evaluation_equals_unsharded():
     assert b[key] == pytest.approx(a[key], abs=1e-6), key
 
 
-def test_hnt_loss_and_gradients_on_four_devices_equal_one():
+@pytest.mark.parametrize("leave_out", [False, True])
+def test_hnt_loss_and_gradients_on_four_devices_equal_one(leave_out):
   """HNT's whole objective (cascade propagation, gates, views, L_sim, L_conv, L_hes with planted sets) and its
-  gradients, computed on the 4-device mesh, equal the single-device values."""
+  gradients, computed on the 4-device mesh, equal the single-device values; also with each row's purchase
+  edge left out of the propagation (`leave_out_edges`, on real training purchases)."""
   cfg_one, cfg_many = sharded_config("hnt", data=1), sharded_config("hnt", data=-1)
+  for cfg in (cfg_one, cfg_many):
+    cfg.model.hnt.leave_out_edges = leave_out
   one, many = Run(cfg_one), Run(cfg_many)
   params, model_state = one.init_variables()
   model_state = one.refresh(params, model_state)  # non-empty hesitation sets
   batch = {k: jnp.arange(64, dtype=jnp.int32) % 100 for k in ("users", "pos", "neg")}
+  if leave_out:
+    target = one.graphs.target
+    batch.update(users=target.users[:64], pos=target.items[:64])
   key = jax.random.PRNGKey(3)
 
   def loss_and_grads(run, params, model_state, batch):

@@ -107,6 +107,7 @@ class BehaviorGraph:
   users: jax.Array  # [E] int32
   items: jax.Array  # [E] int32
   rows: UserRows  # the same matrix, read by batches of users
+  item_degree: jax.Array  # [N] int32: each item's number of edges
   # the graph's sparse products (hnt_jax.sparse_ops: XLA's BCOO, the host's SciPy, row-sharded), chosen once
   ops: Any = flax.struct.field(pytree_node=False, default=sparse_ops.XlaOps())
   # the dtype `propagate` rounds its input and output to ("bfloat16": the products run in it on device)
@@ -192,7 +193,9 @@ def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[M
     raise ConfigError(f"train.propagation_dtype={dtype!r} is not one of {', '.join(DTYPES)}")
   inc = incidence(mat)
   adj = normalized_adjacency(mat)
-  edges = dict(incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat), dtype=dtype)
+  item_degree = jnp.asarray(np.bincount(np.asarray(inc.indices[:, 1]), minlength=inc.shape[1]), jnp.int32)
+  edges = dict(incidence=inc, users=inc.indices[:, 0], items=inc.indices[:, 1], rows=user_rows(mat),
+               item_degree=item_degree, dtype=dtype)
   if mesh is not None:
     idx = np.asarray(adj.indices)
     shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
@@ -256,13 +259,13 @@ class LeftOutEdges:
 
 def left_out_edges(graph: BehaviorGraph, users: jax.Array, items: jax.Array) -> LeftOutEdges:
   """The rows' edges (each must be an edge of `graph`, as a training purchase is of the target graph)."""
-  m, n = graph.incidence.shape
+  m = graph.incidence.shape[0]
   order = jnp.lexsort((items, users))
   su, si = users[order], items[order]
   first_sorted = jnp.concatenate([jnp.ones((1,), bool), (su[1:] != su[:-1]) | (si[1:] != si[:-1])])
   first = jnp.zeros_like(first_sorted).at[order].set(first_sorted)
   deg_u = graph.rows.degree(users).astype(jnp.float32)
-  deg_i = jnp.zeros((n,), jnp.float32).at[graph.items].add(1.0)[items]
+  deg_i = graph.item_degree[items].astype(jnp.float32)
   weights = jnp.where(first, jax.lax.rsqrt(jnp.maximum(deg_u * deg_i, 1.0)), 0.0)
   counts = jnp.zeros((m,), jnp.int32).at[users].add(first.astype(jnp.int32))
   return LeftOutEdges(users=users, items=items, weights=weights, counts=counts)

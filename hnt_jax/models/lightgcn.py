@@ -5,9 +5,9 @@ merged into one graph (LightGCN-G).
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from typing import Optional
+
+import jax.numpy as jnp
 
 from hnt_jax.graph import LeftOutEdges, left_out_product, propagate
 from hnt_jax.models.base import EmbeddingRecommender, Embeddings

@@ -55,14 +55,13 @@ class NegativeTransfer(nn.Module):
     """π_u = normalize(Σ_{i∈R_K(u)} φ(i)); normalize(P e_u^K) for users without purchases. With `left_out`,
     R_K(u) goes without those purchases."""
     summed = target.ops.incidence_matmul(target, phi_items)
-    if left_out is None:
-      has_purchase = jnp.linalg.norm(summed, axis=-1, keepdims=True) > 0
-    else:
+    purchases = target.rows.degree(jnp.arange(summed.shape[0]))
+    if left_out is not None:
       taken = (left_out.weights > 0).astype(summed.dtype)[:, None] * phi_items[left_out.items]
       summed = summed.at[left_out.users].add(-taken)
-      degree = target.rows.degree(jnp.arange(summed.shape[0]))
-      has_purchase = (degree - left_out.counts > 0)[:, None]
-    # (a left-out sum can be exactly 0, where normalize's gradient is not finite: such rows take the fallback)
+      purchases = purchases - left_out.counts
+    has_purchase = (purchases > 0)[:, None]
+    # (a sum without purchases is 0, where normalize's gradient is not finite: such rows take the fallback)
     safe = jnp.where(has_purchase, summed, 1.0)
     return jnp.where(has_purchase, normalize(safe), normalize(self.similarity(user_emb)))
 

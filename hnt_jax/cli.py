@@ -52,8 +52,10 @@ def train(config, workdir: Optional[str]) -> int:
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     return 3
-  print(format_results(results))
-  print(f"results: {workdir}/results.json")
+  from hnt_jax import distributed
+  if distributed.is_main_process():  # the other processes of a run print nothing
+    print(format_results(results))
+    print(f"results: {workdir}/results.json")
   return 0
 
 

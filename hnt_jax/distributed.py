@@ -37,6 +37,29 @@ def multi_process_environment() -> bool:
   return len([h for h in hosts.split(",") if h.strip()]) > 1
 
 
+def initialize_arguments(environ=None) -> dict:
+  """`jax.distributed.initialize` arguments from JAX_NUM_PROCESSES and JAX_PROCESS_ID, where a launcher set
+  them (JAX reads JAX_COORDINATOR_ADDRESS itself, and finds all three on Cloud TPU, Slurm and Open MPI)."""
+  environ = os.environ if environ is None else environ
+  names = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+  out = {}
+  for key, var in names.items():
+    value = environ.get(var, "").strip()
+    if value:
+      try:
+        out[key] = int(value)
+      except ValueError:
+        raise ConfigError(f"environment variable {var}={value!r} is not a whole number") from None
+  if len(out) == 1:
+    (given,) = out
+    raise ConfigError(f"{names[given]} is set but {names[({*names} - {given}).pop()]} is not; a launcher sets "
+                      "both (or neither, where JAX finds them itself)")
+  if out and not 0 <= out["process_id"] < out["num_processes"]:
+    raise ConfigError(f"JAX_PROCESS_ID={out['process_id']} must be in 0 .. JAX_NUM_PROCESSES - 1 "
+                      f"(JAX_NUM_PROCESSES={out['num_processes']})")
+  return out
+
+
 def maybe_initialize(mesh_cfg) -> bool:
   """Calls `jax.distributed.initialize()` once when `mesh.distributed` says so; True if it did (now or
   before). Must run before any other JAX call in the process."""
@@ -47,7 +70,7 @@ def maybe_initialize(mesh_cfg) -> bool:
   if _INITIALIZED:
     return True
   if mode == "on" or (mode == "auto" and multi_process_environment()):
-    jax.distributed.initialize()
+    jax.distributed.initialize(**initialize_arguments())
     _INITIALIZED = True
     log.info("jax.distributed initialized: process %d of %d", jax.process_index(), jax.process_count())
   return _INITIALIZED
@@ -56,6 +79,15 @@ def maybe_initialize(mesh_cfg) -> bool:
 def is_main_process() -> bool:
   """Only process 0 writes logs, metrics and reports."""
   return jax.process_index() == 0
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's `flag` on every process: the processes of a run decide together where their clocks or
+  files could tell them apart (a time limit), or the others would wait forever in the next collective."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.bool_(flag)))
 
 
 def make_mesh(mesh_cfg) -> Optional[Mesh]:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import REPO
 
-SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu.sh")
+SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu.sh", "launch/local.sh")
 
 
 def sh(*args, tmp_path=None):
@@ -68,3 +68,26 @@ def test_gpu_dry_run():
   assert out.stdout.split() == ["python", "-m", "hnt_jax.main", "--config", "configs/tmall.py", "--workdir",
                                 "runs/tmall_gpu", "--config.mesh.data=-1", "--config.mesh.model=2",
                                 "--config.seed=3"]
+
+
+def test_local_dry_run_prints_one_command_per_process():
+  out = sh("launch/local.sh", "--dry-run", "--processes", "3", "--devices", "2", "--port", "4321", "--",
+           "--config", "configs/synthetic.py", "--workdir", "runs/x")
+  assert out.returncode == 0, out.stderr
+  lines = [line.split() for line in out.stdout.splitlines()]
+  assert len(lines) == 3
+  for k, words in enumerate(lines):
+    assert words[:5] == ["JAX_COORDINATOR_ADDRESS=localhost:4321", "JAX_NUM_PROCESSES=3", f"JAX_PROCESS_ID={k}",
+                         "JAX_PLATFORMS=cpu", "XLA_FLAGS=--xla_force_host_platform_device_count=2"]
+    assert words[5:] == ["python", "-m", "hnt_jax.main", "--config", "configs/synthetic.py", "--workdir", "runs/x",
+                         "--config.mesh.data=-1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--processes", "0", "--", "--workdir", "w"], "--processes must be a positive whole number"),
+    (["--port", "1", "--", "--config", "configs/synthetic.py"], "pass --workdir"),
+    (["--nodes", "2"], "unknown argument '--nodes'"),
+])
+def test_local_bad_arguments_fail_clearly(args, message):
+  out = sh("launch/local.sh", "--dry-run", *args)
+  assert out.returncode == 2 and message in out.stderr, out.stderr

@@ -3,6 +3,10 @@
 `<workdir>/checkpoints/<epoch>` keeps the two most recent states, so a corrupt or partial latest one falls
 back to the previous with a warning; `<workdir>/best/<epoch>` keeps the state with the best validation
 metric. A saved payload is any pytree (train state, loop state, model-specific state).
+
+With several processes every process takes part in each save and restore. Values each process holds in
+full on its own devices (the loop's counters, anything computed outside the mesh) are saved as arrays
+replicated over all devices of all processes, which Orbax writes once, and come back as they were.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hnt_jax.errors import WorkdirError
 
@@ -29,11 +35,11 @@ class Checkpoints:
                                       options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
 
   def save_latest(self, epoch: int, payload: Any) -> None:
-    self.latest.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    self.latest.save(epoch, args=ocp.args.StandardSave(_global(payload)), force=True)
     self.latest.wait_until_finished()
 
   def save_best(self, epoch: int, payload: Any) -> None:
-    self.best.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    self.best.save(epoch, args=ocp.args.StandardSave(_global(payload)), force=True)
     self.best.wait_until_finished()
 
   def restore_latest(self, abstract: Any) -> Optional[tuple[int, Any]]:
@@ -92,7 +98,8 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract: Any, what
   if step not in manager.all_steps():
     return None
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    restored = manager.restore(step, args=ocp.args.StandardRestore(_global_abstract(abstract)))
+    return _local_where(abstract, restored)
   except Exception as e:  # corrupt or partial
     path = os.path.join(str(manager.directory), str(step))
     log.warning("%s checkpoint %s is unreadable (%s: %s)%s", what, path, type(e).__name__, e, then)
@@ -102,3 +109,46 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract: Any, what
 def abstract_of(tree: Any) -> Any:
   """Shapes and dtypes of `tree`, for restoring into the same structure."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+# --- several processes -----------------------------------------------------------------------------------
+
+def _local(x: Any) -> bool:
+  """Whether a leaf (an array, or an abstract one) lives on this process's devices only (Orbax saves only
+  arrays that span every process)."""
+  sharding = getattr(x, "sharding", None)
+  return sharding is None or sharding.is_fully_addressable
+
+
+def _everywhere() -> NamedSharding:
+  return NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), PartitionSpec())
+
+
+def _global(tree: Any) -> Any:
+  """`tree` with every process-local leaf replicated over all devices (unchanged with one process)."""
+  if jax.process_count() == 1:
+    return tree
+  sharding = _everywhere()
+
+  def one(x):
+    if not _local(x):
+      return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(one, tree)
+
+
+def _global_abstract(abstract: Any) -> Any:
+  if jax.process_count() == 1:
+    return abstract
+  sharding = _everywhere()
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding) if _local(a) else a,
+                      abstract)
+
+
+def _local_where(abstract: Any, restored: Any) -> Any:
+  """The leaves that were process-local in `abstract` back on this process's device."""
+  if jax.process_count() == 1:
+    return restored
+  return jax.tree.map(lambda a, x: x.addressable_data(0) if _local(a) else x, abstract, restored)

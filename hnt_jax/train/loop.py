@@ -110,7 +110,8 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     state = state.replace(params=payload["params"], opt_state=payload["opt_state"], step=payload["step"])
     model_state = payload["model_state"]
     stop = EarlyStopping.from_arrays(int(tc.patience), payload["loop"])
-    print(f"resuming {workdir} after epoch {stop.epoch}")
+    if main:
+      print(f"resuming {workdir} after epoch {stop.epoch}")
   ckpt.discard_after(stop.epoch)
   if main:
     records.truncate_metrics(workdir, stop.epoch)
@@ -168,8 +169,8 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
                          + (" (best)" if improved else "") + _format_diagnostics(diagnostics))
       stop.epoch = epoch
       # the time limit is a property of this invocation, not of the run: it is not saved, so running the
-      # same command again resumes from here
-      out_of_time = time_limit > 0 and time.time() - t_start > time_limit
+      # same command again resumes from here (process 0's clock decides for every process)
+      out_of_time = distributed.agree(time_limit > 0 and time.time() - t_start > time_limit)
       payload = _payload(state, model_state, stop)
       if evaluated and stop.best_epoch == epoch:
         ckpt.save_best(epoch, payload)

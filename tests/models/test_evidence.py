@@ -37,8 +37,10 @@ def reference_collaborative(ds, u, width=CF):
   return kept, floor
 
 
-def reference_features(ds, u, i, loo):
-  """x_ui by the definitions of docs/method.md section 4, one pair at a time."""
+def reference_features(ds, u, i, loo, left_out=None):
+  """x_ui by the definitions of docs/method.md section 4, one pair at a time; `left_out`: the training
+  purchase of u a loss row leaves out (its entry among the items the ranks count is taken at its
+  leave-one-out statistics, and u's converting count goes without it)."""
   aux = [ds.train[b].toarray() != 0 for b in ds.auxiliary]
   buy = ds.train_target.toarray() != 0
   known_u = np.flatnonzero(np.any([a[u] for a in aux], axis=0))
@@ -55,10 +57,10 @@ def reference_features(ds, u, i, loo):
               for a, f, p in zip(aux, flags if out else [0.0] * len(aux), prior)]
     return [buys] + shares
 
-  # cross-behavior counts, with u's purchase of i taken out of the data itself under leave-one-out
+  # cross-behavior counts, with u's purchase of j taken out of the data itself under leave-one-out
   def cross(j, out):
     left = buy.astype(float)
-    left[u, i] -= out
+    left[u, j] -= out
     # Σ_v Σ_l r[u, l] r[v, l] left[v, j]: users v sharing an item l with u (u itself included), who bought j
     return [float((r[u] @ r.T) @ left[:, j]) for r in [a.astype(float) for a in aux] + [left]]
 
@@ -70,12 +72,21 @@ def reference_features(ds, u, i, loo):
     has_cross = i in cf_items or (loo and own[-1] > 0 and own[-1] >= floor)
     cross_part = list(np.log1p(own[n_stats:])) if has_cross else [0.0] * len(own[n_stats:])
     return np.array(x + [0.0] * (evidence.n_features(len(aux)) - len(x) - len(cross_part)) + cross_part)
-  others = [stats(j, 0) + cross(j, 0) for j in known_u if j != i]
+  def entry(j):  # j's statistics as the user's table holds them in this row
+    out = float(j == left_out)
+    if out == 0:
+      return stats(j, 0) + cross(j, 0)
+    flags_j = [float(a[u, j]) for a in aux]
+    shares = [((a[:, j] & buy[:, j]).sum() - f + s * p) / (a[:, j].sum() + s) for a, f, p in zip(aux, flags_j, prior)]
+    return [buy[:, j].sum() - 1] + shares + cross(j, 1)
+
+  others = [entry(j) for j in known_u if j != i]
   ranks = []
   for r, v in enumerate(own):
     o = np.array([st[r] for st in others])
     ranks.append(((o > v).sum() + 0.5 * (o == v).sum()) / max(len(o), 1))
   u_conv = (np.any([a[u] for a in aux], axis=0) & buy[u]).sum()  # as an evaluation row sees it (nothing left out)
+  u_conv -= float(left_out is not None and left_out in known_u)  # a loss row: without its purchase
   u_share = (u_conv + s * conv_pairs / all_pairs) / (len(known_u) + s)
   pair = ([1.0] + flags + [np.log1p(a[u].sum()) for a in aux] + [np.log1p(len(known_u)), u_share] + ranks
           + list(np.log1p(own[n_stats:])))
@@ -103,6 +114,33 @@ def test_features_equal_loop(tiny):
                                    err_msg=f"user {u} item {i} loo {out}")
     assert loo_value == 0 or checked_loo > 3
     assert checked_cf > 3
+
+
+def test_loss_row_features_equal_loop(tiny):
+  """A loss row (u, p): every candidate of u, and the purchase itself, scored without p (p's entry among
+  u's items at its leave-one-out statistics, u's converting count less one), equal the loop."""
+  _, ds, graphs = tiny
+  w = graphs.weak
+  conv = ds.converting_pairs().tocoo()
+  rows = [(int(u), int(p)) for u, p in zip(conv.row, conv.col)][::7][:5]
+  bought = ds.train_target.toarray() != 0
+  for u, p in rows:
+    users = jnp.asarray([u])
+    items, mask, known, values = (np.asarray(x) for x in evidence.candidates(w, users))
+    x = np.asarray(evidence.features(w, users, jnp.asarray(items), jnp.asarray(known), jnp.asarray(values),
+                                     jnp.zeros(items.shape), jnp.asarray([p])))
+    checked = 0
+    for c in np.flatnonzero(mask[0]):
+      i = int(items[0, c])
+      assert not bought[u, i]  # candidates are never training purchases
+      np.testing.assert_allclose(x[0, c], reference_features(ds, u, i, 0.0, left_out=p), rtol=1e-5, atol=1e-6,
+                                 err_msg=f"user {u} left out {p} item {i}")
+      checked += 1
+    assert checked > 3
+    known_p, values_p = evidence.lookup(w, users, jnp.asarray([[p]]), purchases=True)
+    x_p = evidence.features(w, users, jnp.asarray([[p]]), known_p, values_p, jnp.ones((1, 1)), jnp.asarray([p]))
+    np.testing.assert_allclose(np.asarray(x_p)[0, 0], reference_features(ds, u, p, 1.0, left_out=p), rtol=1e-5,
+                               atol=1e-6, err_msg=f"purchase ({u}, {p})")
 
 
 @pytest.mark.parametrize("width", [CF, 30])

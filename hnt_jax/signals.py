@@ -7,6 +7,8 @@ them with `Run(config, weak_signals=True)`. They land in `Graphs.weak`.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,10 @@ class WeakSignals:
   buy_items: jax.Array  # [M, C''] int32 (0 where padded)
   buy_mask: jax.Array  # [M, C''] bool
   buy_cross: jax.Array  # [M, C'', K]
+  # the ranked statistics of each user's A_u items (cand_* then conv_table_*), each sorted ascending over
+  # the items (+inf where padded), [M, C + C', R]: filled once by hnt_jax.models.evidence.with_rank_tables,
+  # whose definitions they follow, so that no training step or evaluation sorts them again
+  known_sorted: Optional[jax.Array] = None
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -108,7 +108,8 @@ class Views:
     """The views of the given training purchases (users [B], items [B])."""
     users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
     without = without_purchases(ds, users, items)
-    return cls(ds, weak, without, weak_signals(without, max_candidates, cf_candidates), users, items)
+    weak_without = evidence.with_rank_tables(weak_signals(without, max_candidates, cf_candidates))
+    return cls(ds, weak, without, weak_without, users, items)
 
   def row_scores(self, scorer) -> dict[str, np.ndarray]:
     """Scores over all items of each purchase's row, the user's other purchases at -inf: in the training

@@ -117,34 +117,70 @@ def _left_out_entries(weak: WeakSignals, users: jax.Array, left_out: jax.Array |
   return ((a_items == left_out[:, None]) & a_mask).astype(jnp.float32)
 
 
-def _sorted_known(weak: WeakSignals, users: jax.Array, out: jax.Array):
-  """Per user, each ranked statistic of its A_u items sorted ascending (padding +inf), and |A_u|:
-  ([B, Ca, 1 + (K-1) + K], [B]): purchases, the conversion shares, the cross-behavior counts; the entry
-  marked in `out` [B, Ca] (the row's left-out purchase) with that purchase removed, as for its own pair."""
+def _stats(weak: WeakSignals, users: jax.Array, items: jax.Array, flags: jax.Array, counts: jax.Array,
+           loo: jax.Array) -> jax.Array:
+  """The statistics the ranks compare, [B, n, R]: purchases, the conversion shares, the cross-behavior
+  counts, with the pair's own purchase removed where `loo` [B, n] is 1."""
+  buys, share, _ = _item_values(weak, items, flags, loo)
+  return jnp.concatenate([buys[..., None], share, _cross(weak, users, items, counts, loo)], axis=-1)
+
+
+def with_rank_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
+  """`weak` with `known_sorted`: for every user, the ranked statistics of its A_u items sorted ascending
+  (+inf where padded), built once (chunks of users, one after another), so that the ranks are binary
+  searches in every training step and evaluation. A loss row's left-out purchase, whose entry differs from
+  the table's, is corrected for in `_ranks`."""
+  m = weak.cand_items.shape[0]
+  n_chunks = -(-m // chunk)
+  users = jnp.pad(jnp.arange(m, dtype=jnp.int32), (0, n_chunks * chunk - m)).reshape(n_chunks, chunk)
+  table = jax.jit(lambda w, u: jax.lax.map(lambda c: _sorted_stats(w, c), u))(weak, users)
+  return weak.replace(known_sorted=table.reshape((n_chunks * chunk,) + table.shape[2:])[:m])
+
+
+def _sorted_stats(weak: WeakSignals, users: jax.Array) -> jax.Array:
+  """`users`' rows of `known_sorted`, [B, Ca, R]."""
   a_items, a_mask, a_values = known_items(weak, users)
   k = n_aux(weak)
-  buys, share, _ = _item_values(weak, a_items, a_values[..., :k], out)
-  cross = _cross(weak, users, a_items, a_values[..., k:], out)
-  values = jnp.concatenate([buys[..., None], share, cross], axis=-1)
-  values = jnp.where(a_mask[..., None], values, jnp.inf)
-  return jnp.sort(values, axis=1), jnp.sum(a_mask, axis=1)
+  values = _stats(weak, users, a_items, a_values[..., :k], a_values[..., k:], jnp.zeros(a_items.shape))
+  return jnp.sort(jnp.where(a_mask[..., None], values, jnp.inf), axis=1)
+
+
+def _left_out_swap(weak: WeakSignals, users: jax.Array, out: jax.Array):
+  """For each row, its left-out purchase's entry in the user's A_u table (`out` [B, Ca] marks it; none
+  where the purchase is outside A_u): (present [B], the entry's statistics in the table [B, R], the same
+  with the purchase removed [B, R])."""
+  a_items, _, a_values = known_items(weak, users)
+  item = jnp.sum(out * a_items, axis=1).astype(jnp.int32)[:, None]
+  values = jnp.einsum("bc,bck->bk", out, a_values)[:, None, :]
+  k = n_aux(weak)
+  flags, counts = values[..., :k], values[..., k:]
+  whole = _stats(weak, users, item, flags, counts, jnp.zeros(item.shape))[:, 0]
+  without = _stats(weak, users, item, flags, counts, jnp.ones(item.shape))[:, 0]
+  return jnp.sum(out, axis=1), whole, without
 
 
 def _ranks(sorted_values: jax.Array, count: jax.Array, values: jax.Array, own: jax.Array,
-           known: jax.Array, tie: jax.Array) -> jax.Array:
+           known: jax.Array, tie: jax.Array, swap=None) -> jax.Array:
   """Share of the user's other A_u items above each value (ties half), by binary search.
 
   sorted_values [B, Ca, R], count [B]; values [B, n, R]: the pairs' own statistics; own [B, n, R]: the
-  same items' entries in the table (which differ from `values` under leave-one-out), left out where
-  `known`; tie [R]: values closer than this are ties. Returns [B, n, R]."""
+  same items' entries in the table as this row holds them (which differ from `values` under
+  leave-one-out), left out where `known`; tie [R]: values closer than this are ties; swap: (present [B],
+  whole [B, R], without [B, R]) of `_left_out_swap`, one entry of each row whose value in this row is
+  `without` where the sorted table holds `whole`. Returns [B, n, R]."""
 
   def search(offset, side):
     one = functools.partial(jnp.searchsorted, side=side)
     return jax.vmap(jax.vmap(one, in_axes=(1, 1), out_axes=1))(sorted_values, values + offset)
 
+  hi, lo = values + tie, values - tie
   below_or_tie, below = search(tie, "right"), search(-tie, "left")
   count = count[:, None, None].astype(jnp.float32)
   above = count - below_or_tie + 0.5 * (below_or_tie - below)
+  if swap is not None:  # the same count as a search over the table with that entry replaced
+    present, whole, without = (x[:, None] for x in swap)
+    score = lambda a: (a > hi) + 0.5 * ((a <= hi) & (a >= lo))  # noqa: E731
+    above = above + present[..., None] * (score(without) - score(whole))
   known = known[..., None]
   self_part = known * ((own > values + tie) + 0.5 * (jnp.abs(own - values) <= tie))
   return (above - self_part) / jnp.maximum(count - known, 1.0)
@@ -188,14 +224,16 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   # held-out item without the purchase: kept whole, it would sit above the row's other items on every
   # count, and only training rows would show it)
   out = _left_out_entries(weak, users, left_out)
-  sorted_values, n_known = _sorted_known(weak, users, out)
+  if weak.known_sorted is None:
+    raise ValueError("the weak-signal tables have no rank tables: build them with "
+                     "hnt_jax.models.evidence.with_rank_tables(weak_signals(...))")
+  n_known = jnp.sum(weak.cand_mask[users], axis=1) + jnp.sum(weak.conv_table_mask[users], axis=1)
   own_loo = jnp.zeros(items.shape) if left_out is None else known * (items == left_out[:, None])
-  own_buys, own_share, _ = _item_values(weak, items, flags, own_loo)
-  own_cross = _cross(weak, users, items, counts, own_loo)
   k = n_aux(weak)
   tie = jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
-  ranks = _ranks(sorted_values, n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
-                 jnp.concatenate([own_buys[..., None], own_share, own_cross], axis=-1), known, tie)
+  swap = None if left_out is None else _left_out_swap(weak, users, out)
+  ranks = _ranks(weak.known_sorted[users], n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
+                 _stats(weak, users, items, flags, counts, own_loo), known, tie, swap)
   u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
   # the user's own statistics are the same for every item of a row: in a loss row the left-out purchase's
   # conversion is taken out for all of them, as a held-out purchase is absent from evaluation rows (left out

@@ -19,7 +19,7 @@ def tiny():
   cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
   ds = synthetic.generate(cfg.data.synthetic)
   # 64 candidates: A_u is every auxiliary item; 4 collaborative candidates: fewer than most users could have
-  return cfg, ds, build_graphs(ds, weak=weak_signals(ds, 64, CF))
+  return cfg, ds, build_graphs(ds, weak=evidence.with_rank_tables(weak_signals(ds, 64, CF)))
 
 
 CF = 4

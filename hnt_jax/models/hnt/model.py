@@ -92,7 +92,10 @@ class HNT(Recommender):
   def graph_extras(self, ds) -> dict:
     """The weak-signal tables HNT reads (`Graphs.weak`), built once on the host."""
     from hnt_jax.signals import weak_signals
-    return {"weak": weak_signals(ds, self.hes_max_candidates, self.cf_candidates)} if ds.auxiliary else {}
+    if not ds.auxiliary:
+      return {}
+    weak = weak_signals(ds, self.hes_max_candidates, self.cf_candidates)
+    return {"weak": evidence.with_rank_tables(weak) if self.evidence_on else weak}
 
   @property
   def n_aux(self) -> int:

@@ -45,3 +45,20 @@ def test_growth_exponent_recovers_a_power_law():
   rows = [{"edges": e, "t": 2.0 * e ** 1.5} for e in (100, 400, 1600)]
   assert bench.growth_exponent(rows, "t") == pytest.approx(1.5)
   assert bench.growth_exponent(rows[:1], "t") is None
+
+
+def test_time_to_best_trains_the_run_as_configured(tmp_path):
+  from hnt_jax.train.loop import train_and_evaluate
+  from tests.train.test_loop import read_lines, small_config
+  config = small_config(epochs=6, eval_every=2)
+  result = bench.bench(config, ["lightgcn"], repeats=1, epochs=1, propagation=False, time_to_best=True,
+                       log=lambda s: None)
+  t = result["models"]["lightgcn"]["time_to_best"]
+  plain = train_and_evaluate(small_config(epochs=6, eval_every=2), str(tmp_path / "plain"))
+  assert t["best_epoch"] == plain["best_epoch"] and t["epochs_run"] == 6 and t["status"] == "completed"
+  assert t["test"] == {k: v for k, v in plain["test"].items() if k.endswith("@10")}
+  assert 0 < t["seconds_to_best"] < t["seconds_total"]
+  # the plain run's own figure is the elapsed time recorded with its best epoch's evaluation
+  best = [r for r in read_lines(tmp_path / "plain" / "metrics.jsonl") if r["epoch"] == plain["best_epoch"]]
+  assert plain["timings"]["seconds_to_best"] == best[0]["elapsed_seconds"]
+  assert "seconds to best" in bench.format_table(result)

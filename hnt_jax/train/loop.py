@@ -128,6 +128,9 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     epoch = stop.epoch
     time_limit = float(tc.time_limit_minutes) * 60.0
     out_of_time = False
+    # wall time from the start of the run (setup and compilation included) to the end of the best epoch's
+    # evaluation; unknown (None) for a resumed run, whose earlier invocations' time is not kept
+    fresh, seconds_to_best = stop.epoch == 0, None
     while epoch < tc.epochs and not stop.stopped and not out_of_time:
       epoch += 1
       t0 = time.time()
@@ -162,6 +165,9 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
         scalars.write(epoch, "diagnostics", diagnostics)
         last_valid = f"{valid[select]:.4f}"
         improved = stop.update(epoch, valid[select])
+        record["elapsed_seconds"] = time.time() - t_start  # since this invocation started (setup included)
+        if improved and fresh:
+          seconds_to_best = record["elapsed_seconds"]
         if main:
           records.append_metrics(workdir, record)
           progress.write(f"epoch {epoch}: loss {loss:.4f} | valid " + ", ".join(
@@ -197,6 +203,8 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     else:  # no validation split: the last epoch is the result
       best_epoch, params = stop.epoch, state.params
     timings = {"setup_seconds": t_setup}
+    if has_valid:
+      timings["seconds_to_best"] = seconds_to_best
     if epoch_times:
       timings["first_epoch_seconds"] = epoch_times[0]
       timings["seconds_per_epoch"] = stats_lib.median(epoch_times[1:] or epoch_times)

@@ -45,7 +45,7 @@ def read_lines(path):
 
 
 def strip_timing(record):
-  return {k: v for k, v in record.items() if k != "epoch_seconds"}
+  return {k: v for k, v in record.items() if k not in ("epoch_seconds", "elapsed_seconds")}
 
 
 def test_trains_and_writes_outputs(tmp_path):
@@ -69,6 +69,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
   resumed = train_and_evaluate(config, str(tmp_path / "cut"))
   assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
   assert resumed["best_epoch"] == full["best_epoch"]
+  # the time to the best state is known for the uninterrupted run only
+  assert full["timings"]["seconds_to_best"] > 0 and resumed["timings"]["seconds_to_best"] is None
   a = [strip_timing(r) for r in read_lines(tmp_path / "full" / "metrics.jsonl")]
   b = [strip_timing(r) for r in read_lines(tmp_path / "cut" / "metrics.jsonl")]
   assert a == b

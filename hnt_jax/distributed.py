@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -163,21 +164,25 @@ def state_shardings(state: Any, mesh: Mesh, n_users: int, n_items: int) -> Any:
 
 @flax.struct.dataclass
 class RowShards:
-  """An adjacency's entries split by destination row into `data`-many equal blocks of rows.
+  """A sparse matrix's entries split by row into `data`-many equal blocks of rows (the adjacency Â, or a
+  behavior's user x item incidence R).
 
   rows: [D, E] row index inside the device's block; cols: [D, E] global column; weights: [D, E] (0 where
-  padded). Device d owns rows [d * block, (d + 1) * block) of the output.
+  padded). Device d owns rows [d * block, (d + 1) * block) of the output. positions: [nnz] where each entry,
+  in the order given to `row_shards`, sits in the flattened [D * E] layout (to return per-entry values,
+  such as gates, in that order).
   """
   rows: jax.Array
   cols: jax.Array
   weights: jax.Array
+  positions: jax.Array
   block: int = flax.struct.field(pytree_node=False)
   n: int = flax.struct.field(pytree_node=False)
   mesh: Mesh = flax.struct.field(pytree_node=False)
 
 
 def row_shards(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n: int, mesh: Mesh) -> RowShards:
-  """Splits the entries (rows sorted or not) of an n x n matrix into the mesh's `data` blocks of rows."""
+  """Splits the entries (rows sorted or not) of a matrix with n rows into the mesh's `data` blocks of rows."""
   d = data_size(mesh)
   block = -(-n // d)
   owner = rows // block
@@ -188,14 +193,17 @@ def row_shards(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n: int, 
   out_c = np.zeros((d, width), np.int32)
   out_w = np.zeros((d, width), np.float32)
   start = np.concatenate([[0], np.cumsum(counts)])
+  positions = np.zeros(rows.shape[0], np.int32)
   for dev in range(d):
     take = order[start[dev]:start[dev + 1]]
     out_r[dev, :take.shape[0]] = rows[take] - dev * block
     out_c[dev, :take.shape[0]] = cols[take]
     out_w[dev, :take.shape[0]] = weights[take]
+    positions[take] = dev * width + np.arange(take.shape[0])
   sharding = rows_sharding(mesh, ndim=2)
   return RowShards(rows=put_global(out_r, sharding), cols=put_global(out_c, sharding),
-                   weights=put_global(out_w, sharding), block=block, n=n, mesh=mesh)
+                   weights=put_global(out_w, sharding), positions=put_global(positions, replicated(mesh)),
+                   block=block, n=n, mesh=mesh)
 
 
 def sharded_matmul(shards: RowShards, x: jax.Array) -> jax.Array:
@@ -210,6 +218,37 @@ def sharded_matmul(shards: RowShards, x: jax.Array) -> jax.Array:
   f = jax.shard_map(local, mesh=shards.mesh, in_specs=(P(DATA), P(DATA), P(DATA), P()), out_specs=P(DATA))
   out = f(shards.rows, shards.cols, shards.weights, x)
   return out[:shards.n] if padded != shards.n else out
+
+
+def sharded_gated_mean(shards: RowShards, emb: jax.Array, phi: Optional[jax.Array] = None,
+                       protos: Optional[jax.Array] = None, delta: Any = 0.0, temperature: float = 1.0
+                       ) -> tuple[jax.Array, jax.Array]:
+  """For a user x item incidence split by user rows: h_u = Σ_j g_uj w_uj e_j / Σ_j g_uj w_uj (0 without
+  edges), each device computing its block of users from its own edges, with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ)
+  (g = 1 without `phi`). Returns (h [n, d], g per entry in the order given to `row_shards`)."""
+  d = data_size(shards.mesh)
+  padded = shards.block * d
+  gated = phi is not None
+  if gated:
+    protos = jnp.pad(protos, ((0, padded - protos.shape[0]), (0, 0)))
+  else:  # placeholders of the right sharding; unused
+    phi, protos = jnp.zeros((1, 1), emb.dtype), jnp.zeros((padded, 1), emb.dtype)
+
+  def local(rows, cols, weights, emb_full, phi_full, protos_block, delta):
+    r, c, w = rows[0], cols[0], weights[0]
+    if gated:
+      gate = jax.nn.sigmoid((jnp.sum(phi_full[c] * protos_block[r], axis=-1) - delta) / temperature)
+    else:
+      gate = jnp.ones(w.shape, emb_full.dtype)
+    gw = gate * w
+    total = jax.ops.segment_sum(gw[:, None] * emb_full[c], r, num_segments=shards.block)
+    norm = jax.ops.segment_sum(gw, r, num_segments=shards.block)
+    return total / jnp.maximum(norm, 1e-8)[:, None], gate[None]
+
+  f = jax.shard_map(local, mesh=shards.mesh, in_specs=(P(DATA), P(DATA), P(DATA), P(), P(), P(DATA), P()),
+                    out_specs=(P(DATA), P(DATA)))
+  h, gates = f(shards.rows, shards.cols, shards.weights, emb, phi, protos, jnp.asarray(delta, emb.dtype))
+  return (h[:shards.n] if padded != shards.n else h), gates.reshape(-1)[shards.positions]
 
 
 def describe(mesh: Optional[Mesh]) -> str:

@@ -8,7 +8,9 @@ For every behavior b with training matrix R_b (users x items):
 * `users`, `items`: the user and item of each edge, in the CSR order of R_b (the order of `incidence`);
 * `rows`: R_b as `UserRows`, to read the items of a batch of users (masks, candidates, heuristics);
 * `shards`: on a device mesh, `adj` split by rows over the mesh's `data` axis (`distributed.RowShards`);
-  `adj` itself is then dropped, so each device holds only its block of rows;
+  `adj` itself is then dropped, so each device holds only its block of rows; `edge_shards`: `incidence`
+  split the same way by users, for the incidence products and the views (the edge lists `users`, `items`
+  and `incidence` stay whole on every device: sampling and the left-out edges read them);
 * `ops`: the graph's sparse products (`hnt_jax.sparse_ops`), chosen here once: model code calls them and
   never asks which backend runs.
 
@@ -113,6 +115,7 @@ class BehaviorGraph:
   # the dtype `propagate` rounds its input and output to ("bfloat16": the products run in it on device)
   dtype: str = flax.struct.field(pytree_node=False, default="float32")
   shards: Optional[RowShards] = None  # on a device mesh: `adj` split by rows over `data`
+  edge_shards: Optional[RowShards] = None  # on a device mesh: `incidence` split by users over `data`
 
   @property
   def n_edges(self) -> int:
@@ -199,7 +202,9 @@ def behavior_graph(mat: sp.spmatrix, propagation: str = "bcoo", mesh: Optional[M
   if mesh is not None:
     idx = np.asarray(adj.indices)
     shards = row_shards(idx[:, 0], idx[:, 1], np.asarray(adj.data), adj.shape[0], mesh)
-    return BehaviorGraph(adj=None, shards=shards, ops=sparse_ops.ShardedOps(), **edges)
+    pairs = np.asarray(inc.indices)
+    edge_shards = row_shards(pairs[:, 0], pairs[:, 1], np.asarray(inc.data), inc.shape[0], mesh)
+    return BehaviorGraph(adj=None, shards=shards, edge_shards=edge_shards, ops=sparse_ops.ShardedOps(), **edges)
   ops = sparse_ops.XlaOps()
   if _use_host(propagation):
     idx, pairs = np.asarray(adj.indices), np.asarray(inc.indices)

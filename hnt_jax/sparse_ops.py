@@ -7,8 +7,9 @@ is the graph's business:
   `train.propagation=bcoo`).
 * `HostOps`: SciPy / NumPy products through host callbacks with their own gradients (`hnt_jax.host`), the
   fast formulation on the CPU backend (`train.propagation=auto` or `host`).
-* `ShardedOps`: on a device mesh, propagation multiplies each device's block of adjacency rows
-  (`distributed.sharded_matmul`); the edge products are XLA's.
+* `ShardedOps`: on a device mesh, every product multiplies each device's block of rows: propagation
+  Â's (`distributed.sharded_matmul`), the incidence products and the views the incidence's, by users
+  (`distributed.sharded_gated_mean`).
 
 Every product equals the XLA formulation (tested against it and a dense NumPy reference). The products:
 
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jsparse
 
 from hnt_jax import host
-from hnt_jax.distributed import sharded_matmul
+from hnt_jax.distributed import sharded_gated_mean, sharded_matmul
 
 Gates = Optional[jax.Array]  # [E] in the graph's CSR order, or None when only some users' edges were gated
 
@@ -158,11 +159,23 @@ class HostOps:
 
 @dataclasses.dataclass(frozen=True)
 class ShardedOps(XlaOps):
-  """Propagation row-sharded over the mesh's `data` axis (`g.shards`); edge products as XLA's."""
+  """Every product row-sharded over the mesh's `data` axis: propagation by blocks of Â's rows (`g.shards`),
+  the incidence products and views by blocks of users (`g.edge_shards`), each device multiplying its own
+  entries. Views are computed on every edge (each device holds 1/D of them), so the gates always come back."""
   name = "sharded"
 
   def propagate(self, g, x: jax.Array) -> jax.Array:
     return sharded_matmul(g.shards, x)
+
+  def incidence_matmul(self, g, x: jax.Array) -> jax.Array:
+    return sharded_matmul(g.edge_shards, x)
+
+  def mean_view(self, g, emb: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return sharded_gated_mean(g.edge_shards, emb)
+
+  def gated_view(self, g, phi, protos, emb, delta, temperature: float, active: Optional[jax.Array] = None,
+                 budget: float = 0.0) -> tuple[jax.Array, Gates]:
+    return sharded_gated_mean(g.edge_shards, emb, phi, protos, delta, temperature)
 
 
 def describe(ops: Any) -> str:

@@ -132,3 +132,43 @@ def test_bad_mesh_settings_are_config_errors():
     distributed.make_mesh(mesh_cfg(8))
   with pytest.raises(ConfigError, match="multiple of the mesh's data size 4"):
     distributed.check_batch_size(distributed.make_mesh(mesh_cfg(4)), 250)
+
+
+@pytest.mark.parametrize("data", [4, 3])
+def test_sharded_edge_products_and_gates_equal_one_device(data):
+  """The incidence product, the mean view and negative transfer's gated view (values, gates in CSR order,
+  gradients) computed by blocks of users on the mesh equal XLA's single-device products; each device holds
+  its block's edges only."""
+  from hnt_jax import sparse_ops
+  mesh = distributed.make_mesh(mesh_cfg(data))
+  rng = np.random.default_rng(data)
+  dense = random_matrix(rng, 13, 9, 0.35)
+  dense[5] = 0  # a user without edges
+  one = graph.behavior_graph(sp.csr_matrix(dense), propagation="bcoo")
+  many = graph.behavior_graph(sp.csr_matrix(dense), mesh=mesh)
+  assert isinstance(many.ops, sparse_ops.ShardedOps)
+  assert many.edge_shards.rows.shape[0] == data and many.edge_shards.rows.shape[1] < one.n_edges
+  emb = jnp.asarray(rng.normal(size=(9, 6)), jnp.float32)
+  phi = jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)
+  protos = jnp.asarray(rng.normal(size=(13, 4)), jnp.float32)
+  delta = jnp.float32(0.1)
+
+  def products(g, emb, phi, protos, delta):
+    h, gate = g.ops.gated_view(g, phi, protos, emb, delta, 0.5)
+    mean, ones = g.ops.mean_view(g, emb)
+    return g.ops.incidence_matmul(g, emb), mean, ones, h, gate
+
+  want = jax.jit(lambda *a: products(one, *a))(emb, phi, protos, delta)
+  got = jax.jit(lambda *a: products(many, *a))(emb, phi, protos, delta)
+  np.testing.assert_allclose(np.asarray(want[0]), dense @ np.asarray(emb), rtol=1e-5, atol=1e-6)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+  def objective(g):
+    def f(emb, phi, protos, delta):
+      inc, mean, _, h, gate = products(g, emb, phi, protos, delta)
+      return jnp.sum(jnp.sin(h)) + jnp.sum(jnp.cos(mean)) + jnp.sum(inc ** 2) + jnp.sum(gate ** 3)
+    return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+
+  for a, b in zip(objective(one)(emb, phi, protos, delta), objective(many)(emb, phi, protos, delta)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)

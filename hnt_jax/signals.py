@@ -70,9 +70,16 @@ class WeakSignals:
   buy_mask: jax.Array  # [M, C''] bool
   buy_cross: jax.Array  # [M, C'', K]
   # the ranked statistics of each user's A_u items (cand_* then conv_table_*), each sorted ascending over
-  # the items (+inf where padded), [M, C + C', R]: filled once by hnt_jax.models.evidence.with_rank_tables,
-  # whose definitions they follow, so that no training step or evaluation sorts them again
+  # the items (+inf where padded), [M, C + C', R]: filled once by
+  # hnt_jax.models.evidence.with_evidence_tables, whose definitions they follow, so that no training step or
+  # evaluation sorts them again
   known_sorted: Optional[jax.Array] = None
+  # every user's `evidence.candidates` as evaluation sees them (nothing left out): their features x_ui
+  # [M, C + F, n_features] and the statistics their ranks compare [M, C + F, R], filled once by the same
+  # function; a loss row's features are these with its left-out purchase corrected for
+  # (`evidence.candidate_features`)
+  cand_features: Optional[jax.Array] = None
+  cand_stats: Optional[jax.Array] = None
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ class Views:
     """The views of the given training purchases (users [B], items [B])."""
     users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
     without = without_purchases(ds, users, items)
-    weak_without = evidence.with_rank_tables(weak_signals(without, max_candidates, cf_candidates))
+    weak_without = evidence.with_evidence_tables(weak_signals(without, max_candidates, cf_candidates))
     return cls(ds, weak, without, weak_without, users, items)
 
   def row_scores(self, scorer) -> dict[str, np.ndarray]:

@@ -125,16 +125,33 @@ def _stats(weak: WeakSignals, users: jax.Array, items: jax.Array, flags: jax.Arr
   return jnp.concatenate([buys[..., None], share, _cross(weak, users, items, counts, loo)], axis=-1)
 
 
-def with_rank_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
-  """`weak` with `known_sorted`: for every user, the ranked statistics of its A_u items sorted ascending
-  (+inf where padded), built once (chunks of users, one after another), so that the ranks are binary
-  searches in every training step and evaluation. A loss row's left-out purchase, whose entry differs from
-  the table's, is corrected for in `_ranks`."""
+def with_evidence_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
+  """`weak` with the tables built once (chunks of users, one after another) that every training step and
+  evaluation reads: `known_sorted`, for every user the ranked statistics of its A_u items sorted ascending
+  (+inf where padded), so that the ranks are binary searches (a loss row's left-out purchase, whose entry
+  differs from the table's, is corrected for in `_ranks`); then `cand_features` and `cand_stats`, the
+  features of every user's `candidates` as evaluation sees them and the statistics their ranks compare,
+  which depend on the data only (a loss row's are these corrected for its left-out purchase:
+  `candidate_features`)."""
   m = weak.cand_items.shape[0]
   n_chunks = -(-m // chunk)
   users = jnp.pad(jnp.arange(m, dtype=jnp.int32), (0, n_chunks * chunk - m)).reshape(n_chunks, chunk)
-  table = jax.jit(lambda w, u: jax.lax.map(lambda c: _sorted_stats(w, c), u))(weak, users)
-  return weak.replace(known_sorted=table.reshape((n_chunks * chunk,) + table.shape[2:])[:m])
+
+  def by_users(fn, w):
+    out = jax.jit(lambda w, u: jax.lax.map(lambda c: fn(w, c), u))(w, users)
+    return jax.tree.map(lambda t: t.reshape((n_chunks * chunk,) + t.shape[2:])[:m], out)
+
+  weak = weak.replace(known_sorted=by_users(_sorted_stats, weak), cand_features=None, cand_stats=None)
+  features_, stats = by_users(_candidate_tables, weak)
+  return weak.replace(cand_features=features_, cand_stats=stats)
+
+
+def _candidate_tables(weak: WeakSignals, users: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`users`' rows of `cand_features` and `cand_stats`, computed from the definitions."""
+  items, _, known, values = candidates(weak, users)
+  k = n_aux(weak)
+  stats = _stats(weak, users, items, values[..., :k] * known[..., None], values[..., k:], jnp.zeros(items.shape))
+  return features(weak, users, items, known, values, jnp.zeros(items.shape)), stats
 
 
 def _sorted_stats(weak: WeakSignals, users: jax.Array) -> jax.Array:
@@ -173,17 +190,44 @@ def _ranks(sorted_values: jax.Array, count: jax.Array, values: jax.Array, own: j
     one = functools.partial(jnp.searchsorted, side=side)
     return jax.vmap(jax.vmap(one, in_axes=(1, 1), out_axes=1))(sorted_values, values + offset)
 
-  hi, lo = values + tie, values - tie
   below_or_tie, below = search(tie, "right"), search(-tie, "left")
   count = count[:, None, None].astype(jnp.float32)
   above = count - below_or_tie + 0.5 * (below_or_tie - below)
   if swap is not None:  # the same count as a search over the table with that entry replaced
-    present, whole, without = (x[:, None] for x in swap)
-    score = lambda a: (a > hi) + 0.5 * ((a <= hi) & (a >= lo))  # noqa: E731
-    above = above + present[..., None] * (score(without) - score(whole))
+    above = above + _swap_change(values, tie, swap)
   known = known[..., None]
   self_part = known * ((own > values + tie) + 0.5 * (jnp.abs(own - values) <= tie))
   return (above - self_part) / jnp.maximum(count - known, 1.0)
+
+
+def _swap_change(values: jax.Array, tie: jax.Array, swap) -> jax.Array:
+  """[B, n, R]: how many more of the user's other items are above each of `values` (ties half) once each
+  row's left-out entry holds its `without` statistics instead of its `whole` ones (`_left_out_swap`)."""
+  present, whole, without = (x[:, None] for x in swap)
+  hi, lo = values + tie, values - tie
+  score = lambda a: (a > hi) + 0.5 * ((a <= hi) & (a >= lo))  # noqa: E731
+  return present[..., None] * (score(without) - score(whole))
+
+
+def _ties(k: int) -> jax.Array:
+  """[R]: how close two ranked statistics must be to rank as a tie: purchase and cross-behavior counts are
+  whole numbers and compare exactly, shares within TIE of each other are ties (so that the rounding of one
+  compiled program or another cannot turn a tie into a rank step)."""
+  return jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
+
+
+def _user_share(weak: WeakSignals, users: jax.Array, out: jax.Array) -> jax.Array:
+  """[B]: the user's smoothed conversion share, without each row's left-out purchase (`out`)."""
+  u_conv = weak.user_conv[users]
+  converted = u_conv[:, 0] - jnp.sum(out, axis=1)
+  return (converted + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
+
+
+def _columns(k: int) -> tuple[int, slice]:
+  """Where `features` puts the user's conversion share and the ranks, for K-1 = k (the layout of
+  `n_features`: the item's 1 + 2k, then whether known, k flags, k + 1 activities, the share, the ranks)."""
+  share = (1 + 2 * k) + 1 + k + (k + 1)
+  return share, slice(share + 1, share + 1 + 2 * (k + 1))
 
 
 def n_aux(weak: WeakSignals) -> int:
@@ -217,30 +261,27 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   cobuy = cross[..., -1]
   as_candidate = (cobuy > 0) & (cobuy >= weak.cf_floor[users][:, None])
   cross = jnp.where(((known == 0) & (loo > 0) & ~as_candidate)[..., None], 0.0, cross)
-  # where this item ranks among the user's other known items; purchase and cross-behavior counts are whole
-  # numbers and compare exactly, shares within TIE of each other are ties (so that the rounding of one
-  # compiled program or another cannot turn a tie into a rank step)
+  # where this item ranks among the user's other known items (ties: `_ties`)
   # (in a loss row the left-out purchase's entry is its left-out statistics, as an evaluation row holds its
   # held-out item without the purchase: kept whole, it would sit above the row's other items on every
   # count, and only training rows would show it)
   out = _left_out_entries(weak, users, left_out)
   if weak.known_sorted is None:
     raise ValueError("the weak-signal tables have no rank tables: build them with "
-                     "hnt_jax.models.evidence.with_rank_tables(weak_signals(...))")
+                     "hnt_jax.models.evidence.with_evidence_tables(weak_signals(...))")
   n_known = jnp.sum(weak.cand_mask[users], axis=1) + jnp.sum(weak.conv_table_mask[users], axis=1)
   own_loo = jnp.zeros(items.shape) if left_out is None else known * (items == left_out[:, None])
   k = n_aux(weak)
-  tie = jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
+  tie = _ties(k)
   swap = None if left_out is None else _left_out_swap(weak, users, out)
   ranks = _ranks(weak.known_sorted[users], n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
                  _stats(weak, users, items, flags, counts, own_loo), known, tie, swap)
-  u_counts, u_conv = weak.user_counts[users], weak.user_conv[users]
+  u_counts = weak.user_counts[users]
   # the user's own statistics are the same for every item of a row: in a loss row the left-out purchase's
   # conversion is taken out for all of them, as a held-out purchase is absent from evaluation rows (left out
   # for the purchase only, they would set it apart from the other items of its row; never left out, the
   # rows of training would carry a share that evaluation rows do not have)
-  converted = u_conv[:, 0] - jnp.sum(out, axis=1)
-  u_share = (converted + SMOOTHING * weak.conv_prior[-1]) / (u_conv[:, 1] + SMOOTHING)
+  u_share = _user_share(weak, users, out)
   shape = items.shape
   user = [jnp.broadcast_to(jnp.log1p(u_counts[:, None, :-1]), shape + (share.shape[-1],)),
           jnp.broadcast_to(jnp.log1p(n_known.astype(jnp.float32))[:, None, None], shape + (1,)),
@@ -283,13 +324,34 @@ def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
   return scores.reshape(n_chunks * chunk, -1)[:m]
 
 
+def candidate_features(weak: WeakSignals, users: jax.Array, left_out: jax.Array | None = None) -> jax.Array:
+  """`features` of the `candidates` of a batch of users, [B, C + F, n_features], read from `cand_features`
+  (`with_evidence_tables`). `left_out` [B], the rows' purchases, as in `features` for the rows of a loss: a
+  candidate is never a training purchase, so all that changes is the user's conversion share and, where the
+  purchase is one of the user's A_u items, the ranks, by its entry's change (`_swap_change`)."""
+  if weak.cand_features is None:
+    raise ValueError("the weak-signal tables have no candidate features: build them with "
+                     "hnt_jax.models.evidence.with_evidence_tables(weak_signals(...))")
+  x = weak.cand_features[users]
+  if left_out is None:
+    return x
+  k = n_aux(weak)
+  out = _left_out_entries(weak, users, left_out)
+  known = jnp.concatenate([weak.cand_mask[users], jnp.zeros_like(weak.cf_mask[users])], axis=1)
+  known = known.astype(jnp.float32)
+  n_known = jnp.sum(weak.cand_mask[users], axis=1) + jnp.sum(weak.conv_table_mask[users], axis=1)
+  others = jnp.maximum(n_known[:, None].astype(jnp.float32) - known, 1.0)
+  change = _swap_change(weak.cand_stats[users], _ties(k), _left_out_swap(weak, users, out))
+  share, ranks = _columns(k)
+  x = x.at[..., share].set(_user_share(weak, users, out)[:, None] * known)
+  return x.at[..., ranks].add(change * (known / others)[..., None])
+
+
 def candidate_scores(scorer, weak: WeakSignals, users: jax.Array, left_out: jax.Array | None = None
                      ) -> jax.Array:
-  """s_θ of the `candidates` of a batch of users, [B, C + F] (no pair left out; `left_out` [B], the rows'
-  purchases, as in `features` for the rows of a loss). The rest of A_u, the converting pairs, are training purchases, which the losses
-  leave out."""
-  items, _, known, values = candidates(weak, users)
-  return scorer(features(weak, users, items, known, values, jnp.zeros(items.shape), left_out))
+  """s_θ of the `candidates` of a batch of users, [B, C + F] (`left_out`: as in `candidate_features`). The
+  rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
+  return scorer(candidate_features(weak, users, left_out))
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
@@ -318,3 +380,4 @@ def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos
   rows = jnp.arange(users.shape[0])
   logits = jnp.where(bought, -jnp.inf, scores).at[rows, pos].set(pos_scores)
   return jnp.mean(jax.nn.logsumexp(logits, axis=1) - pos_scores)
+

@@ -32,7 +32,7 @@ class PairRanker(Recommender):
     if not ds.auxiliary:
       raise ConfigError(f"model.name=pair_ranker needs at least one auxiliary behavior; {ds.name} has only "
                         f"{ds.target}")
-    return {"weak": evidence.with_rank_tables(weak_signals(ds, self.max_candidates, self.cf_candidates))}
+    return {"weak": evidence.with_evidence_tables(weak_signals(ds, self.max_candidates, self.cf_candidates))}
 
   def setup(self):
     self.scorer = evidence.PairScorer(hidden=self.hidden, layers=self.layers)

@@ -1,12 +1,16 @@
 """The pair evidence and the losses built on it equal plain NumPy loops on a tiny dataset; full-ranking
 scores of pair_ranker and HNT are the per-pair scores, item by item."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from hnt_jax.config import base_config
 from hnt_jax.data import synthetic
+from hnt_jax.data.dataset import binary_csr
 from hnt_jax.graph import build_graphs
 from hnt_jax.models import evidence, get_model
 from hnt_jax.signals import collaborative_candidates, weak_signals
@@ -19,7 +23,7 @@ def tiny():
   cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
   ds = synthetic.generate(cfg.data.synthetic)
   # 64 candidates: A_u is every auxiliary item; 4 collaborative candidates: fewer than most users could have
-  return cfg, ds, build_graphs(ds, weak=evidence.with_rank_tables(weak_signals(ds, 64, CF)))
+  return cfg, ds, build_graphs(ds, weak=evidence.with_evidence_tables(weak_signals(ds, 64, CF)))
 
 
 CF = 4
@@ -141,6 +145,31 @@ def test_loss_row_features_equal_loop(tiny):
     x_p = evidence.features(w, users, jnp.asarray([[p]]), known_p, values_p, jnp.ones((1, 1)), jnp.asarray([p]))
     np.testing.assert_allclose(np.asarray(x_p)[0, 0], reference_features(ds, u, p, 1.0, left_out=p), rtol=1e-5,
                                atol=1e-6, err_msg=f"purchase ({u}, {p})")
+
+
+def test_candidate_features_are_the_tables_corrected_for_the_left_out_purchase(tiny):
+  """`candidate_features` (the tables built once, corrected for each row's purchase) equals `features`
+  computed from the definitions (which the loops above check) for every training purchase as a loss row, in
+  one batch, those inside A_u and outside it, and for evaluation rows."""
+  _, ds, _ = tiny
+  # with a few purchases bought without any auxiliary behavior (the tiny dataset has none)
+  untouched = np.argwhere((ds.auxiliary_union().toarray() == 0) & (ds.train_target.toarray() == 0))[::37][:8]
+  extra = sp.csr_matrix((np.ones(len(untouched)), (untouched[:, 0], untouched[:, 1])), shape=ds.train_target.shape)
+  ds = dataclasses.replace(ds, train={**ds.train, ds.target: binary_csr(ds.train_target + extra)})
+  w = evidence.with_evidence_tables(weak_signals(ds, 64, CF))
+  target = ds.train_target.tocoo()
+  users, pos = jnp.asarray(target.row, jnp.int32), jnp.asarray(target.col, jnp.int32)
+  inside = np.asarray(evidence.lookup(w, users, pos[:, None])[0])[:, 0]
+  assert inside.sum() > 10 and (~inside).sum() == len(untouched) > 3
+  items, _, known, values = evidence.candidates(w, users)
+  for left_out in (pos, None):
+    direct = evidence.features(w, users, items, known, values, jnp.zeros(items.shape), left_out)
+    np.testing.assert_allclose(np.asarray(evidence.candidate_features(w, users, left_out)), np.asarray(direct),
+                               rtol=1e-5, atol=1e-6)
+  loss_rows = np.asarray(evidence.candidate_features(w, users, pos))
+  eval_rows = np.asarray(evidence.candidate_features(w, users))
+  changed = np.any(loss_rows != eval_rows, axis=(1, 2))
+  assert changed[inside].all() and not changed[~inside].any()  # rows inside A_u change, only they
 
 
 @pytest.mark.parametrize("width", [CF, 30])

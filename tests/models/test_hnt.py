@@ -27,7 +27,7 @@ def tiny():
   cfg = base_config()
   cfg.data.synthetic.update(n_users=25, n_items=30, hesitations_per_user=5)
   ds = synthetic.generate(cfg.data.synthetic)
-  return cfg, ds, build_graphs(ds, weak=evidence.with_rank_tables(weak_signals(ds, 6)))
+  return cfg, ds, build_graphs(ds, weak=evidence.with_evidence_tables(weak_signals(ds, 6)))
 
 
 def test_gates_and_gated_mean_equal_loops():
@@ -79,7 +79,7 @@ def test_training_loss_on_active_edges_and_on_the_host_equals_every_edge(tiny):
   fit) or all edges (budget 0: off; 0.02: they overflow the buffer and the step falls back), with XLA's
   products, and with the host products of the CPU backend (`tiny` is built with propagation "auto")."""
   cfg, ds, host_graphs = tiny
-  xla_graphs = build_graphs(ds, propagation="bcoo", weak=evidence.with_rank_tables(weak_signals(ds, 6)))
+  xla_graphs = build_graphs(ds, propagation="bcoo", weak=evidence.with_evidence_tables(weak_signals(ds, 6)))
   results = []
   for b, graphs in ((0.0, xla_graphs), (0.9, xla_graphs), (0.02, xla_graphs), (0.5, host_graphs)):
     cfg.model.hnt.update(gate_edge_budget=b, conv_embeddings="auxiliary")  # only the batch's users are active
@@ -170,7 +170,7 @@ def test_loss_leaving_out_every_purchase_of_a_user_has_finite_gradients(tiny):
   lone = 0
   buy[lone, buy.rows[lone][1:]] = 0  # user 0 keeps one purchase, which the batch leaves out
   ds = dataclasses.replace(ds, train={**ds.train, "buy": buy.tocsr()})
-  graphs = build_graphs(ds, weak=evidence.with_rank_tables(weak_signals(ds, 6)))
+  graphs = build_graphs(ds, weak=evidence.with_evidence_tables(weak_signals(ds, 6)))
   u, i = ds.train["buy"].nonzero()
   rows = list(np.flatnonzero(u == lone)) + list(np.flatnonzero(u != lone)[:7])
   assert len(rows) == 8 and (u == lone).sum() == 1

@@ -95,7 +95,7 @@ class HNT(Recommender):
     if not ds.auxiliary:
       return {}
     weak = weak_signals(ds, self.hes_max_candidates, self.cf_candidates)
-    return {"weak": evidence.with_rank_tables(weak) if self.evidence_on else weak}
+    return {"weak": evidence.with_evidence_tables(weak) if self.evidence_on else weak}
 
   @property
   def n_aux(self) -> int:

@@ -96,7 +96,7 @@ def rules() -> dict[str, Rule]:
       "model.hnt.conv_embeddings": one_of(*hnt.CONV_EMBEDDINGS), "model.hnt.gate_edge_budget": share,
       "model.hnt.hes_refresh_every": at_least(1), "model.hnt.hes_threshold": share,
       "model.hnt.hes_size": at_least(1), "model.hnt.hes_max_candidates": at_least(1),
-      "model.hnt.cf_candidates": at_least(0),
+      "model.hnt.cf_candidates": at_least(0), "model.hnt.softmax_samples": at_least(0),
       "model.hnt.hes_beta": at_least(0), "model.hnt.scorer_hidden": at_least(1),
       "model.hnt.scorer_layers": at_least(0), "model.hnt.cf_temperature": above(0),
       "model.pair_ranker.hidden": at_least(1), "model.pair_ranker.layers": at_least(0),

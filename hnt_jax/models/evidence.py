@@ -381,3 +381,39 @@ def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos
   logits = jnp.where(bought, -jnp.inf, scores).at[rows, pos].set(pos_scores)
   return jnp.mean(jax.nn.logsumexp(logits, axis=1) - pos_scores)
 
+
+def sampled_softmax_loss(exact: jax.Array, exact_mask: jax.Array, pos_scores: jax.Array, sampled: jax.Array,
+                         log_q: jax.Array, excluded: jax.Array) -> jax.Array:
+  """`softmax_loss` with the partition sum over the items outside `exact` estimated from samples.
+
+  Each row's partition sum is over the items it does not mask: its purchase (pos_scores [B]), the items
+  scored exactly (exact [B, C], where exact_mask), and the rest, estimated without bias from S items drawn
+  (with replacement) from q, shared by the rows: sum over the rest of exp(s) = E_q[(1/S) sum_j exp(s_j) /
+  q_j] over the draws that are among the rest. sampled [B, S]: the draws' scores; log_q [S]: their log
+  q; excluded [B, S]: draws that are not among the row's rest (a training purchase of the user, or one of
+  its exact items), which count 0. Returns the mean over rows of −log of the purchase's share."""
+  s = sampled.shape[1]
+  logits = jnp.concatenate([jnp.where(exact_mask, exact, -jnp.inf), pos_scores[:, None],
+                            jnp.where(excluded, -jnp.inf, sampled - jnp.log(s) - log_q[None, :])], axis=1)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=1) - pos_scores)
+
+
+def contains(items: jax.Array, mask: jax.Array, values: jax.Array) -> jax.Array:
+  """[B, S]: whether each of `values` [S], sorted ascending (repeats allowed), is among row b's `items`
+  [B, L] where `mask` (items distinct within a row). Each item finds the run of equal values by binary
+  search in the one sorted array, and marks it: O(B L log S + B S), no search per row."""
+  b, s = items.shape[0], values.shape[0]
+  lo = jnp.searchsorted(values, items, side="left")
+  hi = jnp.searchsorted(values, items, side="right")
+  mark = (mask & (hi > lo)).astype(jnp.int32)
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], items.shape)
+  runs = jnp.zeros((b, s + 1), jnp.int32).at[rows, lo].add(mark).at[rows, hi].add(-mark)
+  return jnp.cumsum(runs[:, :s], axis=1) > 0
+
+
+def draw(key: jax.Array, log_q: jax.Array, n: int) -> jax.Array:
+  """`n` item ids drawn with replacement from q = softmax(log_q) [N], sorted ascending, by inverting its
+  cumulative sum (O(N + n log N); `jax.random.categorical` would draw N Gumbel variates per sample)."""
+  cdf = jnp.cumsum(jnp.exp(log_q - jnp.max(log_q)))
+  u = jnp.sort(jax.random.uniform(key, (n,), maxval=cdf[-1]))
+  return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), log_q.shape[0] - 1).astype(jnp.int32)

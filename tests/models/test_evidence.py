@@ -172,6 +172,42 @@ def test_candidate_features_are_the_tables_corrected_for_the_left_out_purchase(t
   assert changed[inside].all() and not changed[~inside].any()  # rows inside A_u change, only they
 
 
+def test_sampled_softmax_partition_is_unbiased_draws_follow_q_and_contains_equals_isin():
+  """`sampled_softmax_loss`: over many draws the mean partition sum equals the one over every item (the
+  row's other purchases masked, its candidates scored exactly, the rest from draws of q); `contains` equals
+  np.isin row by row; `draw` draws from q, sorted."""
+  rng = np.random.default_rng(0)
+  n, s = 12, 5
+  scores = rng.normal(size=n).astype(np.float32)
+  bought, cand = np.array([1, 4, 7]), np.array([0, 5, 9, 10])
+  pos = 4
+  q = rng.random(n) + 0.2
+  q /= q.sum()
+  full = np.exp(scores[pos]) + sum(np.exp(scores[i]) for i in range(n) if i not in bought)
+
+  def partition(key):
+    drawn = evidence.draw(key, jnp.log(jnp.asarray(q, jnp.float32)), s)
+    excluded = (evidence.contains(jnp.asarray(bought)[None], jnp.ones((1, 3), bool), drawn)
+                | evidence.contains(jnp.asarray(cand)[None], jnp.ones((1, 4), bool), drawn))
+    loss = evidence.sampled_softmax_loss(jnp.asarray(scores[cand])[None], jnp.ones((1, 4), bool),
+                                         jnp.asarray(scores[pos])[None], jnp.asarray(scores)[drawn][None],
+                                         jnp.log(jnp.asarray(q, jnp.float32))[drawn], excluded)
+    return jnp.exp(loss + scores[pos])
+
+  z = np.asarray(jax.jit(jax.vmap(partition))(jax.random.split(jax.random.PRNGKey(0), 40000)))
+  assert abs(z.mean() - full) < 4 * z.std() / np.sqrt(z.size) and z.std() > 0
+  items = np.stack([rng.permutation(20)[:6] for _ in range(4)])
+  mask = rng.random((4, 6)) < 0.7
+  values = np.sort(rng.integers(0, 22, 15))  # repeats, and values no row holds
+  want = np.stack([np.isin(values, items[b][mask[b]]) for b in range(4)])
+  got = evidence.contains(jnp.asarray(items, jnp.int32), jnp.asarray(mask), jnp.asarray(values, jnp.int32))
+  np.testing.assert_array_equal(np.asarray(got), want)
+  assert want.any() and not want.all()
+  drawn = np.asarray(evidence.draw(jax.random.PRNGKey(1), jnp.log(jnp.asarray(q, jnp.float32)), 20000))
+  assert np.all(np.diff(drawn) >= 0)
+  np.testing.assert_allclose(np.bincount(drawn, minlength=n) / drawn.size, q, atol=0.01)
+
+
 @pytest.mark.parametrize("width", [CF, 30])
 def test_collaborative_candidates_equal_loop(tiny, width):
   _, ds, _ = tiny

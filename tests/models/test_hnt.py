@@ -309,6 +309,31 @@ def test_hesitation_loss_and_sampling():
   assert got == pytest.approx(np.mean(per), rel=1e-5)
 
 
+def test_sampled_softmax_loss_approaches_the_full_softmax(tiny):
+  """`softmax_samples`: with many draws, L_rank (the `softmax` metric) and the gradients of the loss are
+  those of the softmax over every item; with a few they differ, but stay finite (L_sim and L_hes off: the
+  draws take a key from the stream their sampling reads next)."""
+  cfg, ds, graphs = tiny
+  u, i = ds.train["buy"].nonzero()
+  rows = np.random.default_rng(0).choice(len(u), 16, replace=False)
+  batch = {"users": jnp.asarray(u[rows], jnp.int32), "pos": jnp.asarray(i[rows], jnp.int32),
+           "neg": dummy_batch()["neg"]}
+  out = {}
+  for samples in (0, 50000, 8):
+    cfg.model.hnt.update(softmax_samples=samples, lambda_sim=0.0, lambda_hes=0.0)
+    model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs, batch,
+                           method=model.loss)
+    metrics = model.apply(variables, graphs, batch, method=model.loss, rngs={"sample": jax.random.PRNGKey(3)})[1]
+    out[samples] = float(metrics["softmax"]), grads_of(model, variables, graphs, batch)
+  cfg.model.hnt.update(softmax_samples=0, lambda_sim=0.1, lambda_hes=0.5)
+  assert out[50000][0] == pytest.approx(out[0][0], rel=2e-3)
+  for got, want in zip(jax.tree_util.tree_leaves(out[50000][1]), jax.tree_util.tree_leaves(out[0][1])):
+    assert np.linalg.norm(np.asarray(got) - np.asarray(want)) <= 0.02 * np.linalg.norm(np.asarray(want))
+  assert out[8][0] != pytest.approx(out[0][0], rel=2e-3)
+  chex.assert_tree_all_finite(out[8][1])
+
+
 def dummy_batch(b=16, seed=0, n_users=25, n_items=30):
   rng = np.random.default_rng(seed)
   return {"users": jnp.asarray(rng.integers(0, n_users, b), jnp.int32),

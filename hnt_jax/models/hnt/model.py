@@ -82,6 +82,9 @@ class HNT(Recommender):
   scorer_hidden: int = 32  # units per hidden layer of s_θ
   scorer_layers: int = 2  # hidden layers of s_θ (0: linear in the evidence)
   cf_temperature: float = 1.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
+  # S: L_rank's partition sum outside the user's candidates estimated from S items drawn per step from
+  # q ∝ exp(s_θ without pair evidence) (0: summed over every item)
+  softmax_samples: int = 0
   # each loss row's propagation and purchase prototype go without the row's own purchase edge, as the
   # evaluation's graph goes without the held-out purchase
   leave_out_edges: bool = False
@@ -222,11 +225,14 @@ class HNT(Recommender):
     edges = left_out_edges(graphs.target, users, pos) if self.leave_out_edges else None
     emb = self.representations(graphs, self._active_users(users, conv_pairs), edges)
     left_out = pos if self.evidence_on else None  # the purchase each row of the loss leaves out
-    scores = self.score(graphs, emb, users, left_out)
     y_pos = self.collaborative(emb, users, pos)
     if self.evidence_on:
       y_pos = y_pos + evidence.purchase_scores(self.scorer, graphs.weak, users, pos)
-    main = evidence.softmax_loss(scores, y_pos, users, pos, graphs.target.rows)
+    if self.softmax_samples:
+      main = self._sampled_rank_loss(graphs, emb, users, y_pos, left_out)
+    else:
+      scores = self.score(graphs, emb, users, left_out)
+      main = evidence.softmax_loss(scores, y_pos, users, pos, graphs.target.rows)
     reg = l2_batch(self.user_table, self.item_table, batch)
     total = main + self.l2 * reg
     metrics = {"softmax": main, "l2": reg}
@@ -244,6 +250,30 @@ class HNT(Recommender):
         hes = self._hesitation_loss(graphs, emb, users, y_pos, y_neg, left_out)
         total, metrics["hes"] = total + self.lambda_hes * hes, hes
     return total, metrics
+
+  def _sampled_rank_loss(self, graphs, emb: HNTEmbeddings, users, y_pos, left_out) -> jax.Array:
+    """L_rank with the partition sum outside each row's candidates estimated from `softmax_samples` items
+    drawn from q ∝ exp(s_θ(i) without pair evidence), one draw shared by the batch
+    (`evidence.sampled_softmax_loss`): the candidates and the purchase are scored exactly, the other
+    items' scores differ from their draw's log q only by the bounded collaborative part."""
+    u = _unit(emb.users[users]) / self.cf_temperature
+    items = _unit(emb.items)
+    b = users.shape[0]
+    if self.evidence_on:
+      weak = graphs.weak
+      base = evidence.item_scores(self.scorer, weak)
+      cand, cand_mask, _, _ = evidence.candidates(weak, users)
+      exact = (evidence.candidate_scores(self.scorer, weak, users, left_out)
+               + jnp.einsum("bd,bcd->bc", u, items[cand]))
+    else:
+      base = jnp.zeros((self.n_items,))
+      cand, cand_mask, exact = (jnp.zeros((b, 0), jnp.int32), jnp.zeros((b, 0), bool), jnp.zeros((b, 0)))
+    log_q = jax.nn.log_softmax(jax.lax.stop_gradient(base))
+    drawn = evidence.draw(self.make_rng("sample"), log_q, self.softmax_samples)
+    sampled = u @ items[drawn].T + base[drawn][None, :]
+    bought, bought_mask = graphs.target.rows.padded(users)
+    excluded = (evidence.contains(bought, bought_mask, drawn) | evidence.contains(cand, cand_mask, drawn))
+    return evidence.sampled_softmax_loss(exact, cand_mask, y_pos, sampled, log_q[drawn], excluded)
 
   def _auxiliary_bpr(self, graphs, emb: HNTEmbeddings, b: int) -> jax.Array:
     """BPR on each auxiliary behavior's own embeddings (random edges, exact negatives)."""

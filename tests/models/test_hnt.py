@@ -15,7 +15,7 @@ from hnt_jax.graph import behavior_graph, build_graphs, left_out_edges, user_row
 from hnt_jax.models import evidence, get_model
 from hnt_jax.signals import weak_signals
 from hnt_jax.models.hnt import hesitation as hes_lib
-from hnt_jax.models.hnt.model import score_spread
+from hnt_jax.models.hnt.model import HNT, score_spread
 from hnt_jax.models.hnt.encoder import encode_behaviors
 from hnt_jax.models.hnt.transfer import info_nce, normalize
 from hnt_jax.sparse_ops import HostOps, active_edges, active_gated_mean, edge_capacity, edge_gates, gated_mean
@@ -186,7 +186,7 @@ def test_loss_leaving_out_every_purchase_of_a_user_has_finite_gradients(tiny):
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
     losses.append(float(model.apply(variables, graphs, batch, method=model.loss,
                                     rngs={"sample": jax.random.PRNGKey(3)})[0]))
-  cfg.model.hnt.update(leave_out_edges=False)
+  cfg.model.hnt.update(leave_out_edges=HNT.leave_out_edges)
   assert losses[0] != pytest.approx(losses[1], rel=1e-6)
 
 
@@ -326,7 +326,7 @@ def test_sampled_softmax_loss_approaches_the_full_softmax(tiny):
                            method=model.loss)
     metrics = model.apply(variables, graphs, batch, method=model.loss, rngs={"sample": jax.random.PRNGKey(3)})[1]
     out[samples] = float(metrics["softmax"]), grads_of(model, variables, graphs, batch)
-  cfg.model.hnt.update(softmax_samples=0, lambda_sim=0.1, lambda_hes=0.5)
+  cfg.model.hnt.update(softmax_samples=HNT.softmax_samples, lambda_sim=HNT.lambda_sim, lambda_hes=HNT.lambda_hes)
   assert out[50000][0] == pytest.approx(out[0][0], rel=2e-3)
   for got, want in zip(jax.tree_util.tree_leaves(out[50000][1]), jax.tree_util.tree_leaves(out[0][1])):
     assert np.linalg.norm(np.asarray(got) - np.asarray(want)) <= 0.02 * np.linalg.norm(np.asarray(want))

@@ -84,10 +84,10 @@ class HNT(Recommender):
   cf_temperature: float = 1.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
   # S: L_rank's partition sum outside the user's candidates estimated from S items drawn per step from
   # q ∝ exp(s_θ without pair evidence) (0: summed over every item)
-  softmax_samples: int = 0
+  softmax_samples: int = 1024
   # each loss row's propagation and purchase prototype go without the row's own purchase edge, as the
   # evaluation's graph goes without the held-out purchase
-  leave_out_edges: bool = False
+  leave_out_edges: bool = True
   # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
   # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
   gate_edge_budget: float = 0.5

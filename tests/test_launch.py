@@ -1,12 +1,13 @@
 """launch/ scripts: valid bash, and their --dry-run output is the expected command sequence."""
 import os
+import shlex
 import subprocess
 
 import pytest
 
 from tests.conftest import REPO
 
-SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu.sh", "launch/local.sh")
+SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu.sh", "launch/local.sh", "launch/bench_device.sh")
 
 
 def sh(*args, tmp_path=None):
@@ -68,6 +69,22 @@ def test_gpu_dry_run():
   assert out.stdout.split() == ["python", "-m", "hnt_jax.main", "--config", "configs/tmall.py", "--workdir",
                                 "runs/tmall_gpu", "--config.mesh.data=-1", "--config.mesh.model=2",
                                 "--config.seed=3"]
+
+
+def test_bench_device_dry_run_prints_the_two_bench_commands():
+  out = sh("launch/bench_device.sh", "--dry-run", "--name", "taobao_x", "--", "--config.seed=3")
+  assert out.returncode == 0, out.stderr
+  steps, to_best = (shlex.split(line) for line in out.stdout.splitlines())  # %q-quoted shell words
+  assert steps[:3] == to_best[:3] == ["python", "-m", "hnt_jax.bench"]
+  assert steps[steps.index("--models") + 1] == "hnt,pair_ranker,lightgcn_g"
+  assert steps[steps.index("--out") + 1] == "docs/bench/taobao_x.json" and steps[-1] == "--config.seed=3"
+  assert "--time_to_best" in to_best and "--time_to_best" not in steps
+  assert to_best[to_best.index("--models") + 1] == "hnt,lightgcn_g"
+  assert to_best[to_best.index("--out") + 1] == "docs/bench/taobao_x_time_to_best.json"
+  assert to_best[-1] == "--config.seed=3"
+  default = sh("launch/bench_device.sh", "--dry-run").stdout.split()
+  assert "docs/bench/taobao_DEVICE.json" in default
+  assert sh("launch/bench_device.sh", "--bogus").returncode == 2
 
 
 def test_local_dry_run_prints_one_command_per_process():

@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (drawn with data.holdout_seed). published: the files are read exactly as published.
   data.split = "holdout_valid"
   data.holdout_seed = 0
+  # what a held-out validation pair is removed from: "target" (the training target only) or "all" (every
+  # behavior: the user keeps no training interaction with the item, as the test split of some datasets has
+  # none; retailrocket_cml). Compare the validation and test rows "observed in" of --mode stats.
+  data.holdout_behaviors = "target"
   # The published validation file is a subset of the training target (taobao_mbcgcn); allowed only then.
   data.valid_inside_train = False
   data.cache_dir = ""  # processed-data cache; empty: $HNT_CACHE_DIR or ~/.cache/hnt_jax

@@ -66,7 +66,7 @@ def _mesh_size(v) -> Optional[str]:
 
 def rules() -> dict[str, Rule]:
   """config key -> its rule. Choices come from the modules that own them."""
-  from hnt_jax.data.load import FORMATS, SPLITS
+  from hnt_jax.data.load import FORMATS, HOLDOUT_BEHAVIORS, SPLITS
   from hnt_jax.evaluate import PROTOCOLS
   from hnt_jax.graph import DTYPES, PROPAGATION
   from hnt_jax.models import REGISTRY
@@ -77,6 +77,7 @@ def rules() -> dict[str, Rule]:
   return {
       "seed": at_least(0),
       "data.format": one_of(*FORMATS), "data.split": one_of(*SPLITS),
+      "data.holdout_behaviors": one_of(*HOLDOUT_BEHAVIORS),
       "data.holdout_seed": at_least(0), "data.n_users": at_least(0, MAX_ID), "data.n_items": at_least(0, MAX_ID), "data.id_base": at_least(0),
       "data.synthetic.n_users": at_least(2, MAX_ID), "data.synthetic.n_items": at_least(2, MAX_ID),
       "data.synthetic.dim": at_least(1), "data.synthetic.purchases_per_user": above(0),

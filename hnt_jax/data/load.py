@@ -22,6 +22,7 @@ from hnt_jax.errors import ConfigError, DataError, DatasetNotFoundError
 
 FORMATS = ("pairs", "adjacency", "pickled_csr", "synthetic")
 SPLITS = ("holdout_valid", "published")
+HOLDOUT_BEHAVIORS = ("target", "all")  # data.holdout_behaviors
 _CACHE_VERSION = 2  # 2: validation carved from training when no file ships one
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def _cache_key(data_cfg, behaviors, paths) -> str:
                   id_base=data_cfg.id_base, split=data_cfg.split, n_users=data_cfg.n_users,
                   n_items=data_cfg.n_items, valid_inside_train=data_cfg.valid_inside_train,
                   holdout_seed=data_cfg.holdout_seed if not data_cfg.valid_file else None,
+                  holdout_behaviors=data_cfg.holdout_behaviors,
                   files={role: (os.path.basename(p), sha256_of(p)) for role, p in sorted(paths.items())})
   return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -206,6 +208,15 @@ def _read(data_cfg, behaviors, paths) -> Dataset:
     valid = validate.carve_validation(train[target], int(data_cfg.holdout_seed))
     train[target] = binary_csr(train[target] - valid)
     info.update(heldout_from_train=int(valid.nnz), valid_carved_seed=int(data_cfg.holdout_seed))
+  if valid is not None and data_cfg.split == "holdout_valid" and data_cfg.holdout_behaviors == "all":
+    info["heldout_from_auxiliary"] = {}
+    for b in behaviors[:-1]:  # the user keeps no training interaction with a validation item
+      held = train[b].multiply(valid)
+      info["heldout_from_auxiliary"][b] = int(held.nnz)
+      train[b] = binary_csr(train[b] - held)
+      if train[b].nnz == 0:
+        raise DataError(f"behavior {b!r} is empty once validation pairs are held out of every behavior "
+                        "(data.holdout_behaviors=all)", paths[b])
   test, duplicates["test"] = validate.to_binary_csr(raw["test"], n_users, n_items)
   if "valid" in raw:  # a carved validation split comes from training, which the test split may not touch
     validate.check_disjoint(raw["test"], valid, paths["valid"])

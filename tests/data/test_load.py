@@ -187,6 +187,31 @@ def test_without_a_validation_file_one_purchase_per_user_is_carved_out(tmp_path)
   assert not ds.valid.multiply(ds.test).nnz and (ds.test != full.test).nnz == 0
 
 
+@pytest.mark.parametrize("files", ["TOY", "NO_VALID"])  # a validation file, or the carve
+def test_holdout_behaviors_all_removes_validation_pairs_from_every_behavior(tmp_path, files):
+  """`data.holdout_behaviors=all`: a validation pair leaves the user's auxiliary behaviors too (the user
+  keeps no training interaction with the item, as some test splits have none); `target` keeps them."""
+  files = dict(TOY if files == "TOY" else NO_VALID)
+  files["view.txt"] = "1 3\n3 2\n" + files["buy.txt"]  # every purchase was viewed, and two other pairs
+  valid_file = "valid.txt" if "valid.txt" in files else ""
+  kept = load.load_dataset(pairs_dataset(tmp_path, files, valid_file=valid_file))
+  ds = load.load_dataset(pairs_dataset(tmp_path, files, valid_file=valid_file, holdout_behaviors="all"))
+  valid = ds.valid.toarray() > 0
+  assert (valid == (kept.valid.toarray() > 0)).all() and valid.sum() == (1 if valid_file else 2)
+  view, view_kept = ds.train["view"].toarray() > 0, kept.train["view"].toarray() > 0
+  assert view_kept[valid].all() and not view[valid].any()
+  assert (view == (view_kept & ~valid)).all()  # nothing else removed
+  assert ds.info["heldout_from_auxiliary"] == {"view": int(valid.sum())}
+  assert (ds.train["buy"] != kept.train["buy"]).nnz == 0 and (ds.test != kept.test).nnz == 0
+
+
+def test_holdout_behaviors_all_that_empties_a_behavior_names_its_file(tmp_path):
+  files = {**TOY, "view.txt": "2 2\n"}  # every view is of the validation pair
+  with pytest.raises(DataError, match=r"view\.txt: behavior 'view' is empty once validation pairs are held out "
+                                     r"of every behavior"):
+    load.load_dataset(pairs_dataset(tmp_path, files, holdout_behaviors="all"))
+
+
 def test_carving_is_seeded_and_uniform_over_the_users_purchases():
   import scipy.sparse as sp
   from hnt_jax.data import validate

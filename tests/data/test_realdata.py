@@ -68,6 +68,12 @@ def test_retailrocket_counts(data_dir):
   several = int((np.diff(ds.train_target.indptr) >= 2).sum())
   assert carved.valid.nnz == several and carved.train_target.nnz == 9551 - several
   assert not carved.valid.multiply(carved.test).nnz and (carved.test != ds.test).nnz == 0
+  # like the test items, the carved ones are left with no training interaction of their user (the config's
+  # data.holdout_behaviors=all); kept in the auxiliary behaviors, 95% of them were viewed or carted
+  assert statistics(carved)["valid"]["observed_in"]["any"] == 0.0
+  kept = load("retailrocket.py", data_dir, holdout_behaviors="target")
+  assert statistics(kept)["valid"]["observed_in"]["any"] > 0.9
+  assert sum(carved.info["heldout_from_auxiliary"].values()) > 0.9 * several
 
 
 def test_stats_mode_prints_published_counts(data_dir):

@@ -108,7 +108,7 @@ def statistics(ds: Dataset) -> dict[str, Any]:
       observed["any"] = _observed_share(mat, aux)
     entry["observed_in"] = observed
     stats[split] = entry
-  for key in ("heldout_from_train", "split", "users_without_test"):
+  for key in ("heldout_from_train", "heldout_from_auxiliary", "split", "users_without_test"):
     if key in ds.info:
       stats[key] = ds.info[key]
   return stats
@@ -132,6 +132,9 @@ def format_statistics(stats: dict[str, Any]) -> str:
     lines.append(f"- split: {stats['split']}")
   if stats.get("heldout_from_train"):
     lines.append(f"- validation pairs held out of the training target: {stats['heldout_from_train']:,}")
+  if stats.get("heldout_from_auxiliary"):
+    held = ", ".join(f"{b} {n:,}" for b, n in stats["heldout_from_auxiliary"].items())
+    lines.append(f"- the same pairs held out of the auxiliary behaviors (data.holdout_behaviors=all): {held}")
   for split in ("valid", "test"):
     if split not in stats:
       continue

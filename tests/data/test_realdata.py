@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from hnt_jax.data.dataset import statistics
+from hnt_jax.data.dataset import format_statistics, statistics
 from hnt_jax.data.load import load_dataset
 from tests.conftest import REPO, load_config
 
@@ -74,6 +74,9 @@ def test_retailrocket_counts(data_dir):
   kept = load("retailrocket.py", data_dir, holdout_behaviors="target")
   assert statistics(kept)["valid"]["observed_in"]["any"] > 0.9
   assert sum(carved.info["heldout_from_auxiliary"].values()) > 0.9 * several
+  table = format_statistics(statistics(carved))
+  assert "held out of the auxiliary behaviors (data.holdout_behaviors=all): view " in table
+  assert "- valid: " in table and "held-out items observed in: view 0.0%, cart 0.0%, any 0.0%" in table
 
 
 def test_stats_mode_prints_published_counts(data_dir):

@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   data.holdout_seed = 0
   # what a held-out validation pair is removed from: "target" (the training target only) or "all" (every
   # behavior: the user keeps no training interaction with the item, as the test split of some datasets has
-  # none; retailrocket_cml). Compare the validation and test rows "observed in" of --mode stats.
+  # none; retailrocket_cml). Compare the "held-out items observed in" of validation and test in --mode stats.
   data.holdout_behaviors = "target"
   # The published validation file is a subset of the training target (taobao_mbcgcn); allowed only then.
   data.valid_inside_train = False

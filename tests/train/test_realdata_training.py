@@ -32,3 +32,15 @@ def test_lightgcn_beats_popularity_after_a_few_epochs(data_dir, tmp_path):
   lgcn = train_and_evaluate(config, str(tmp_path / "lgcn"))["test"]
   assert lgcn["hr@10"] > 1.5 * pop["hr@10"]
   assert lgcn["ndcg@10"] > 1.5 * pop["ndcg@10"]
+
+
+def test_hnt_trained_two_epochs_ranks_far_above_the_heuristic(data_dir, tmp_path):
+  """HNT as configured (clean split: valid.txt held out), two epochs at the learning rate of the Taobao
+  tables: its test HR@10 is far above the parameter-free heuristic's (0.2669 with every purchase in
+  training; docs/method.md section 6), on the items the user touched and overall."""
+  config = taobao(data_dir)
+  config.train.update(epochs=2, eval_every=2, learning_rate=0.01)
+  results = train_and_evaluate(config, str(tmp_path))
+  test = results["test"]
+  assert results["model"] == "hnt" and results["best_epoch"] == 2
+  assert test["hr@10"] > 0.33 and test["ndcg@10"] > 0.16 and test["observed/hr@10"] > 0.38

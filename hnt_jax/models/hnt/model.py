@@ -81,7 +81,7 @@ class HNT(Recommender):
   use_evidence: bool = True  # the pair-evidence scorer s_θ (False: the collaborative part alone)
   scorer_hidden: int = 32  # units per hidden layer of s_θ
   scorer_layers: int = 2  # hidden layers of s_θ (0: linear in the evidence)
-  cf_temperature: float = 1.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
+  cf_temperature: float = 2.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
   # S: L_rank's partition sum outside the user's candidates estimated from S items drawn per step from
   # q ∝ exp(s_θ without pair evidence) (0: summed over every item)
   softmax_samples: int = 1024

@@ -80,6 +80,11 @@ class WeakSignals:
   # (`evidence.candidate_features`)
   cand_features: Optional[jax.Array] = None
   cand_stats: Optional[jax.Array] = None
+  # the mean and the standard deviation (1 where constant) of each feature over every user's candidates as
+  # evaluation sees them, [n_features] each: the pair scorer's inputs are standardized by them
+  # (`evidence.score_pairs`); filled by the same function
+  feature_mean: Optional[jax.Array] = None
+  feature_std: Optional[jax.Array] = None
 
 
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:

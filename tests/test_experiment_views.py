@@ -79,9 +79,9 @@ def test_gap_is_zero_for_exact_features_and_not_for_the_inexact_rank(tiny):  # n
   for uu, jj in zip(u, j):
     v = views.Views.of(ds, graphs.weak, 64, CF, [uu], [jj])
     # log purchases of the item and the user's flags on it: both exact under leave-one-out
-    exact.append(v.gap(lambda x: x[..., 0] + x[..., 6] + x[..., 7])["gap"])
+    exact.append(v.gap(lambda x, *_: x[..., 0] + x[..., 6] + x[..., 7])["gap"])
     cross_rank = views.feature_groups(2)["rank by cross counts"][-1]
-    inexact.append(v.gap(lambda x: 3.0 * x[..., cross_rank])["gap"])
+    inexact.append(v.gap(lambda x, *_: 3.0 * x[..., cross_rank])["gap"])
   np.testing.assert_allclose(exact, 0.0, atol=1e-5)
   assert max(abs(g) for g in inexact) > 0.01
 

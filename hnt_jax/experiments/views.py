@@ -109,6 +109,8 @@ class Views:
     users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
     without = without_purchases(ds, users, items)
     weak_without = evidence.with_evidence_tables(weak_signals(without, max_candidates, cf_candidates))
+    # both views are scored by the trained scorer, which standardizes by the training data's moments
+    weak_without = weak_without.replace(feature_mean=weak.feature_mean, feature_std=weak.feature_std)
     return cls(ds, weak, without, weak_without, users, items)
 
   def row_scores(self, scorer) -> dict[str, np.ndarray]:
@@ -155,7 +157,8 @@ class Views:
     for name, cols in feature_groups(evidence.n_aux(self.weak)).items():
       cols = jnp.asarray(cols)
       scores = train.copy()
-      scores[rows, self.items] = np.asarray(scorer(x_train.at[:, cols].set(x_eval[:, cols])))
+      scores[rows, self.items] = np.asarray(evidence.score_pairs(scorer, self.weak,
+                                                           x_train.at[:, cols].set(x_eval[:, cols])))
       nll, hit = self.purchase_metrics(scores, k)
       out[name] = (float(nll.mean()), float(hit.mean()))
     return out
@@ -192,8 +195,8 @@ def _checkpoint_scorers(workdir: str, epochs):
     for epoch in wanted:
       payload = latest if epoch == latest_epoch else ckpt.restore_recorded_best(abstract, epoch)[1]
       p = payload["params"]["scorer"]
-      found.append((epoch, lambda x, p=p: evidence.PairScorer(hidden=pc.hidden, layers=pc.layers).apply(
-          {"params": p}, x)))
+      scorer = evidence.PairScorer(hidden=pc.hidden, layers=pc.layers, standardize=pc.standardize)
+      found.append((epoch, lambda x, *moments, p=p, scorer=scorer: scorer.apply({"params": p}, x, *moments)))
   finally:
     ckpt.close()
   return run, found

@@ -143,7 +143,19 @@ def with_evidence_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
 
   weak = weak.replace(known_sorted=by_users(_sorted_stats, weak), cand_features=None, cand_stats=None)
   features_, stats = by_users(_candidate_tables, weak)
-  return weak.replace(cand_features=features_, cand_stats=stats)
+  mean, std = _feature_moments(features_, candidates(weak, jnp.arange(m, dtype=jnp.int32))[1])
+  return weak.replace(cand_features=features_, cand_stats=stats, feature_mean=mean, feature_std=std)
+
+
+@jax.jit
+def _feature_moments(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean and standard deviation [n_features] of the features x [M, C, n] over the entries of `mask`
+  [M, C] (std 1 where a feature is constant there)."""
+  w = mask.astype(jnp.float32)[..., None]
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  mean = jnp.sum(x * w, axis=(0, 1)) / n
+  std = jnp.sqrt(jnp.sum(jnp.square(x - mean) * w, axis=(0, 1)) / n)
+  return mean, jnp.where(std > 1e-6, std, 1.0)
 
 
 def _candidate_tables(weak: WeakSignals, users: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -297,16 +309,29 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
 
 class PairScorer(nn.Module):
   """s_θ(x_ui): an MLP over the pair evidence (`layers` hidden ReLU layers of `hidden` units; 0 layers is a
-  logistic scorer)."""
+  logistic scorer). With `standardize`, each feature is first shifted and scaled by its mean and standard
+  deviation over the users' candidates (`score_pairs` passes them), so that counts on a log scale and
+  shares in [0, 1] enter on one scale."""
   hidden: int = 32
   layers: int = 2
+  standardize: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mean: jax.Array | None = None, std: jax.Array | None = None) -> jax.Array:
+    if self.standardize:
+      if mean is None or std is None:
+        raise ValueError("a standardizing pair scorer needs the features' moments: call it through "
+                         "hnt_jax.models.evidence.score_pairs")
+      x = (x - mean) / std
     for k in range(self.layers):
       x = nn.relu(nn.Dense(self.hidden, name=f"hidden_{k}")(x))
     # no output bias: every loss on these scores compares them, so a constant would never learn
     return nn.Dense(1, use_bias=False, name="score")(x)[..., 0]
+
+
+def score_pairs(scorer, weak: WeakSignals, x: jax.Array) -> jax.Array:
+  """s_θ(x) for features x [..., n_features] of `features` or `candidate_features`: [...]."""
+  return scorer(x, weak.feature_mean, weak.feature_std)
 
 
 def item_scores(scorer, weak: WeakSignals) -> jax.Array:
@@ -317,7 +342,7 @@ def item_scores(scorer, weak: WeakSignals) -> jax.Array:
   width = n_aux(weak) + weak.cand_cross.shape[-1]
   x = features(weak, jnp.zeros((1,), jnp.int32), items, zeros.astype(bool), jnp.zeros(items.shape + (width,)),
                zeros)
-  return scorer(x)[0]
+  return score_pairs(scorer, weak, x)[0]
 
 
 def user_pair_scores(scorer, weak: WeakSignals, chunk: int = 256) -> jax.Array:
@@ -356,7 +381,7 @@ def candidate_scores(scorer, weak: WeakSignals, users: jax.Array, left_out: jax.
                      ) -> jax.Array:
   """s_θ of the `candidates` of a batch of users, [B, C + F] (`left_out`: as in `candidate_features`). The
   rest of A_u, the converting pairs, are training purchases, which the losses leave out."""
-  return scorer(candidate_features(weak, users, left_out))
+  return score_pairs(scorer, weak, candidate_features(weak, users, left_out))
 
 
 def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, users: jax.Array) -> jax.Array:
@@ -371,7 +396,7 @@ def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Arra
   """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
   known, values = lookup(weak, users, items[:, None], purchases=True)
   x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)), items)
-  return scorer(x)[:, 0]
+  return score_pairs(scorer, weak, x)[:, 0]
 
 
 def softmax_loss(scores: jax.Array, pos_scores: jax.Array, users: jax.Array, pos: jax.Array,

@@ -23,6 +23,7 @@ class PairRanker(Recommender):
   n_behaviors: int = 3
   hidden: int = 32  # units per hidden layer of the scorer
   layers: int = 2  # hidden layers; 0: logistic
+  standardize: bool = False  # each feature shifted and scaled by its moments over the candidates
   max_candidates: int = 128  # weak-signal candidates kept per user
   cf_candidates: int = 50  # collaborative candidates per user (items bought by those who bought the same)
 
@@ -35,7 +36,7 @@ class PairRanker(Recommender):
     return {"weak": evidence.with_evidence_tables(weak_signals(ds, self.max_candidates, self.cf_candidates))}
 
   def setup(self):
-    self.scorer = evidence.PairScorer(hidden=self.hidden, layers=self.layers)
+    self.scorer = evidence.PairScorer(hidden=self.hidden, layers=self.layers, standardize=self.standardize)
 
   def embed(self, graphs) -> PairScores:
     return PairScores(items=evidence.item_scores(self.scorer, graphs.weak),

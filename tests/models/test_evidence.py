@@ -239,13 +239,19 @@ def test_softmax_loss_equals_loop():
   assert got == pytest.approx(np.mean(want), rel=1e-5)
 
 
+@pytest.mark.parametrize("standardize", [False, True])
 @pytest.mark.parametrize("name", ["pair_ranker", "hnt"])
-def test_full_ranking_scores_are_the_pair_scores(tiny, name):
+def test_full_ranking_scores_are_the_pair_scores(tiny, name, standardize):
   """Every item's score in `score` (all items at once, the candidates scattered) is the scorer on that
-  pair's own evidence, plus for HNT cos(z_u, z_i) / τ_cf; training purchases get item evidence only."""
+  pair's own evidence (standardized by the candidates' moments, computed here in NumPy, where the model
+  standardizes), plus for HNT cos(z_u, z_i) / τ_cf; training purchases get item evidence only."""
   cfg, ds, graphs = tiny
   cfg = cfg.copy_and_resolve_references()
   cfg.model.name = name
+  if name == "hnt":
+    cfg.model.hnt.scorer_standardize = standardize
+  else:
+    cfg.model.pair_ranker.standardize = standardize
   model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
   variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
                          dummy_batch(), method=model.loss)
@@ -256,13 +262,20 @@ def test_full_ranking_scores_are_the_pair_scores(tiny, name):
   scorer = evidence.PairScorer(hidden=model.scorer_hidden if name == "hnt" else model.hidden,
                                layers=model.scorer_layers if name == "hnt" else model.layers)
   buy = ds.train_target.toarray() != 0
+  mean, std = 0.0, 1.0
+  if standardize:
+    _, mask, _, _ = evidence.candidates(graphs.weak, users)
+    table = np.asarray(graphs.weak.cand_features)[np.asarray(mask)]  # [every candidate, n_features]
+    mean, std = table.mean(axis=0), table.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    assert (std != 1.0).sum() > 10  # most features vary over the candidates
   for u in range(8):
     items = jnp.arange(ds.n_items)[None]
     known, values = evidence.lookup(graphs.weak, jnp.asarray([u]), items)
     bought = jnp.asarray(buy[u])[None]  # purchases are masked: scored without pair evidence
     known, values = known & ~bought, values * ~bought[..., None]
     x = evidence.features(graphs.weak, jnp.asarray([u]), items, known, values, jnp.zeros(items.shape))
-    want = np.asarray(scorer.apply({"params": params["scorer"]}, x))[0]
+    want = np.asarray(scorer.apply({"params": params["scorer"]}, (np.asarray(x) - mean) / std))[0]
     if name == "hnt":
       zu = np.asarray(emb.users[u]) / np.linalg.norm(np.asarray(emb.users[u]))
       zi = np.asarray(emb.items) / np.linalg.norm(np.asarray(emb.items), axis=1, keepdims=True)
@@ -299,7 +312,7 @@ def test_loss_rows_see_the_user_as_evaluation_would_without_the_purchase(tiny):
   held = sp.csr_matrix(([1.0], ([u], [j])), shape=ds.train_target.shape)
   train = dict(ds.train); train[ds.target] = binary_csr(ds.train_target - held)
   w2 = weak_signals(dataclasses.replace(ds, train=train), 64, CF)
-  share = lambda x: x[..., 11]  # a "scorer" that returns the user's smoothed conversion share (K-1 = 2)
+  share = lambda x, *_: x[..., 11]  # a "scorer" that returns the user's smoothed conversion share (K-1 = 2)
 
   def converted(x):
     return np.asarray(x) * (float(w.user_conv[u, 1]) + s) - s * float(w.conv_prior[-1])

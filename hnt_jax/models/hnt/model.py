@@ -81,6 +81,7 @@ class HNT(Recommender):
   use_evidence: bool = True  # the pair-evidence scorer s_θ (False: the collaborative part alone)
   scorer_hidden: int = 32  # units per hidden layer of s_θ
   scorer_layers: int = 2  # hidden layers of s_θ (0: linear in the evidence)
+  scorer_standardize: bool = False  # s_θ's inputs shifted and scaled by their moments over the candidates
   cf_temperature: float = 2.0  # τ_cf: the collaborative part lies in [-1/τ_cf, 1/τ_cf]
   # S: L_rank's partition sum outside the user's candidates estimated from S items drawn per step from
   # q ∝ exp(s_θ without pair evidence) (0: summed over every item)
@@ -131,7 +132,8 @@ class HNT(Recommender):
       self.hes_mask = self.variable("hesitation", "mask", lambda: jnp.zeros((m, size), bool))
       self.hes_conf = self.variable("hesitation", "conf", lambda: jnp.zeros((m, size), jnp.float32))
     if self.evidence_on:
-      self.scorer = evidence.PairScorer(hidden=self.scorer_hidden, layers=self.scorer_layers)
+      self.scorer = evidence.PairScorer(hidden=self.scorer_hidden, layers=self.scorer_layers,
+                                        standardize=self.scorer_standardize)
 
   # --- representations -------------------------------------------------------------------------------
 
@@ -199,7 +201,7 @@ class HNT(Recommender):
       known, values = evidence.lookup(graphs.weak, users, items[:, None])
       x = evidence.features(graphs.weak, users, items[:, None], known, values, jnp.zeros((users.shape[0], 1)),
                             left_out)
-      y = y + self.scorer(x)[:, 0]
+      y = y + evidence.score_pairs(self.scorer, graphs.weak, x)[:, 0]
     return y
 
   def score(self, graphs, emb: HNTEmbeddings, users, left_out=None) -> jax.Array:

@@ -85,6 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.optimizer = "adam"  # adam | adamw | sgd
   train.learning_rate = 1e-3
   train.weight_decay = 0.0  # adamw only
+  train.lr_schedule = "constant"  # constant | cosine: decays to lr_final_fraction x learning_rate by `epochs`
+  train.lr_final_fraction = 0.0  # cosine only
   train.eval_every = 5  # epochs between validation evaluations
   train.validate = True  # evaluate on validation, stop early and keep the best; False: fixed epochs, last one
   train.patience = 5  # evaluations without improvement before stopping; 0: never stop early

@@ -72,7 +72,7 @@ def rules() -> dict[str, Rule]:
   from hnt_jax.models import REGISTRY
   from hnt_jax.models.hnt import model as hnt
   from hnt_jax.models.hnt.encoder import MODES as ENCODERS
-  from hnt_jax.train.step import OPTIMIZERS
+  from hnt_jax.train.step import OPTIMIZERS, SCHEDULES
   share = at_least(0.0, 1.0)
   return {
       "seed": at_least(0),
@@ -103,6 +103,7 @@ def rules() -> dict[str, Rule]:
       "model.pair_ranker.hidden": at_least(1), "model.pair_ranker.layers": at_least(0),
       "model.pair_ranker.max_candidates": at_least(1), "model.pair_ranker.cf_candidates": at_least(0),
       "train.epochs": at_least(1), "train.batch_size": at_least(1), "train.optimizer": one_of(*OPTIMIZERS),
+      "train.lr_schedule": one_of(*SCHEDULES), "train.lr_final_fraction": share,
       "train.learning_rate": above(0), "train.weight_decay": at_least(0), "train.eval_every": at_least(1),
       "train.patience": at_least(0), "train.checkpoint_every": at_least(1),
       "train.time_limit_minutes": at_least(0), "train.propagation": one_of(*PROPAGATION),

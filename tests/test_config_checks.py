@@ -30,6 +30,8 @@ BAD = [
     ("train.patience", -1, "at least 0"),
     ("train.time_limit_minutes", -1.0, "at least 0"),
     ("train.optimizer", "adagrad", "not one of adam, adamw, sgd"),
+    ("train.lr_schedule", "linear", "not one of constant, cosine"),
+    ("train.lr_final_fraction", 1.5, "from 0.0 to 1.0"),
     ("train.propagation", "gpu", "not one of auto, bcoo, host"),
     ("model.embed_dim", 0, "at least 1"),
     ("model.n_layers", -1, "at least 0"),

@@ -101,7 +101,8 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     return _finish(run, workdir, params, model_state, best_epoch=0, epochs_run=0, status="evaluated",
                    timings={"setup_seconds": t_setup})
 
-  tx = make_optimizer(tc)
+  sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
+  tx = make_optimizer(tc, sampler.steps)
   state = run.place_state(TrainState.create(apply_fn=run.model.apply, params=params, tx=tx))
   stop = EarlyStopping(int(tc.patience))
   restored = ckpt.restore_latest(abstract_of(_payload(state, model_state, stop)))
@@ -119,7 +120,6 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
   scalars = records.Scalars(workdir, enabled=bool(tc.tensorboard) and main, resume_epoch=stop.epoch)
   try:
     last_valid = "-"
-    sampler = make_sampler(run.graphs.target, run.ds.n_items, tc.batch_size)
     train_step = run.train_step(state, extra_loss)
     refresh_every = run.model.refresh_every
     base_key = jax.random.PRNGKey(config.seed)

@@ -16,10 +16,26 @@ class TrainState(train_state.TrainState):
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
 
 
-def make_optimizer(train_cfg) -> optax.GradientTransformation:
+def learning_rate(train_cfg, steps_per_epoch: int = 1):
+  """`train.learning_rate` as the optimizer takes it: a constant, or with `train.lr_schedule=cosine` a
+  cosine decay from it to `train.lr_final_fraction` of it over `train.epochs` x `steps_per_epoch` steps
+  (then held). The schedule's step count lives in the optimizer state, so a resumed run continues it."""
   lr = float(train_cfg.learning_rate)
+  if train_cfg.lr_schedule == "constant":
+    return lr
+  if train_cfg.lr_schedule == "cosine":
+    return optax.cosine_decay_schedule(lr, decay_steps=max(1, int(train_cfg.epochs) * int(steps_per_epoch)),
+                                       alpha=float(train_cfg.lr_final_fraction))
+  raise ConfigError(f"train.lr_schedule={train_cfg.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(train_cfg, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """The optimizer of `train.optimizer` at `learning_rate(train_cfg, steps_per_epoch)` (a training run
+  passes its steps per epoch; a state built only to restore a checkpoint into can leave it out)."""
+  lr = learning_rate(train_cfg, steps_per_epoch)
   if train_cfg.optimizer == "adam":
     return optax.adam(lr)
   if train_cfg.optimizer == "adamw":

@@ -6,11 +6,13 @@ import sys
 
 import shutil
 
+import numpy as np
 import pytest
 
 from hnt_jax.config import base_config
 from hnt_jax.errors import ConfigError
 from hnt_jax.train.loop import TrainingDiverged, train_and_evaluate
+from hnt_jax.train.sampler import make_sampler
 from hnt_jax.train.setup import Run
 from hnt_jax.train.records import source_commit, versions
 from tests.conftest import REPO
@@ -61,8 +63,10 @@ def test_trains_and_writes_outputs(tmp_path):
   assert (tmp_path / "best").is_dir() and (tmp_path / "checkpoints").is_dir()
 
 
-def test_interrupted_run_resumes_bit_identically(tmp_path):
-  config = small_config()
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_interrupted_run_resumes_bit_identically(tmp_path, schedule):
+  """Also under a learning-rate schedule, whose position the optimizer state carries."""
+  config = small_config(lr_schedule=schedule)
   full = train_and_evaluate(config, str(tmp_path / "full"))
   with pytest.raises(Interrupt):
     train_and_evaluate(config, str(tmp_path / "cut"), hooks=[interrupt_after(5)])
@@ -232,3 +236,22 @@ def test_results_record_the_source_commit(tmp_path):
   (repo / "a.py").write_text("x = 2\n")
   assert source_commit(str(repo)) == sha + "-dirty"
   assert versions()["hnt_jax_commit"] == source_commit(os.path.join(REPO, "hnt_jax"))
+
+
+def test_cosine_schedule_decays_over_the_runs_steps(tmp_path, monkeypatch):
+  """`train.lr_schedule=cosine` decays from the learning rate to `lr_final_fraction` of it over epochs x
+  the run's steps per epoch (the cosine formula, checked at its ends and middle), and the training loop
+  builds it with its own sampler's steps per epoch."""
+  from hnt_jax.train import loop, step
+  config = small_config(lr_schedule="cosine", lr_final_fraction=0.1, learning_rate=0.01, epochs=4)
+  sched = step.learning_rate(config.train, steps_per_epoch=5)
+  total = 20
+  for t in (0, 5, 10, 15, 20, 30):
+    want = 0.01 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, total) / total)))
+    np.testing.assert_allclose(float(sched(t)), want, rtol=1e-5)
+  assert step.learning_rate(small_config().train) == 5e-3  # constant: the plain number
+  seen = []
+  monkeypatch.setattr(loop, "make_optimizer", lambda tc, steps=1: seen.append(steps) or step.make_optimizer(tc, steps))
+  run = Run(config)
+  train_and_evaluate(config, str(tmp_path), run=run)
+  assert seen == [make_sampler(run.graphs.target, run.ds.n_items, 256).steps] and seen[0] > 1

@@ -88,6 +88,7 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
   if main:  # a workdir of another run is refused before any data loads
     records.check_config(config, workdir, has_checkpoint=bool(ckpt.latest.all_steps()))
   t_start = time.time()
+  records.package_commit()  # the source this run starts from, which its results will name
   run = run or Run(config)
   tc = config.train
   has_valid = "valid" in run.evaluators and bool(tc.validate)  # builds the evaluators: checks n_negatives

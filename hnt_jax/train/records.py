@@ -240,8 +240,20 @@ def versions() -> dict[str, str]:
       out[package] = metadata.version(package)
     except metadata.PackageNotFoundError:
       out[package] = "not installed"
-  out["hnt_jax_commit"] = source_commit()
+  out["hnt_jax_commit"] = package_commit()
   return out
+
+
+_PACKAGE_COMMIT: Optional[str] = None
+
+
+def package_commit() -> str:
+  """`source_commit()` of the imported hnt_jax package as this process first read it: a training run reads
+  it when it starts, so that its results name the source it ran, not a commit made while it trained."""
+  global _PACKAGE_COMMIT
+  if _PACKAGE_COMMIT is None:
+    _PACKAGE_COMMIT = source_commit()
+  return _PACKAGE_COMMIT
 
 
 def source_commit(path: Optional[str] = None) -> str:

@@ -238,6 +238,20 @@ def test_results_record_the_source_commit(tmp_path):
   assert versions()["hnt_jax_commit"] == source_commit(os.path.join(REPO, "hnt_jax"))
 
 
+def test_results_name_the_commit_the_run_started_from(tmp_path, monkeypatch):
+  """A commit made while a run trains does not change the commit its results name."""
+  from hnt_jax.train import records
+  monkeypatch.setattr(records, "_PACKAGE_COMMIT", None)
+  commits = iter(["a" * 40, "b" * 40])
+  monkeypatch.setattr(records, "source_commit", lambda path=None: next(commits))
+
+  def commit_now(epoch, state):
+    if epoch == 2:
+      assert records.source_commit() == "b" * 40  # the checkout moved on
+  results = train_and_evaluate(small_config(epochs=2), str(tmp_path), hooks=[commit_now])
+  assert results["versions"]["hnt_jax_commit"] == "a" * 40
+
+
 def test_cosine_schedule_decays_over_the_runs_steps(tmp_path, monkeypatch):
   """`train.lr_schedule=cosine` decays from the learning rate to `lr_final_fraction` of it over epochs x
   the run's steps per epoch (the cosine formula, checked at its ends and middle), and the training loop

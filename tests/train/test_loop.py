@@ -265,7 +265,8 @@ def test_cosine_schedule_decays_over_the_runs_steps(tmp_path, monkeypatch):
     np.testing.assert_allclose(float(sched(t)), want, rtol=1e-5)
   assert step.learning_rate(small_config().train) == 5e-3  # constant: the plain number
   seen = []
-  monkeypatch.setattr(loop, "make_optimizer", lambda tc, steps=1: seen.append(steps) or step.make_optimizer(tc, steps))
+  monkeypatch.setattr(loop, "make_optimizer",
+                      lambda tc, steps=1: seen.append(steps) or step.make_optimizer(tc, steps))
   run = Run(config)
   train_and_evaluate(config, str(tmp_path), run=run)
   assert seen == [make_sampler(run.graphs.target, run.ds.n_items, 256).steps] and seen[0] > 1

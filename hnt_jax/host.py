@@ -56,7 +56,9 @@ def _row_blocks(indptr: np.ndarray, blocks: int) -> list[tuple[int, int]]:
   return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-def _parallel(fn, n: int) -> list:
+def parallel(fn, n: int) -> list:
+  """[fn(0), ..., fn(n - 1)], run on the host threads (fn should spend its time in code that releases the
+  GIL: SciPy's sparse routines, NumPy's gathers)."""
   if n == 1:
     return [fn(0)]
   return list(_pool(n).map(fn, range(n)))
@@ -79,7 +81,7 @@ class HostMatrix:
       lo, hi = self.rows[k]
       out[lo:hi] = self.blocks[k] @ x
 
-    _parallel(multiply, len(self.blocks))
+    parallel(multiply, len(self.blocks))
     return out
 
 
@@ -122,7 +124,7 @@ class HostEdges:
       lo, hi = self.rows[k]
       out[lo:hi] = self._block(k, data) @ x
 
-    _parallel(multiply, len(self.rows))
+    parallel(multiply, len(self.rows))
     return out
 
   def rmatmul(self, data: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -131,7 +133,7 @@ class HostEdges:
       lo, hi = self.rows[k]
       return self._block(k, data).T @ y[lo:hi]
 
-    parts = _parallel(multiply, len(self.rows))
+    parts = parallel(multiply, len(self.rows))
     return np.asarray(functools.reduce(np.add, parts), np.float32)
 
   def sddmm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -144,7 +146,7 @@ class HostEdges:
         e = min(s + _CHUNK, ehi)
         out[s:e] = np.einsum("ij,ij->i", a.take(self.users[s:e], axis=0), b.take(self.items[s:e], axis=0))
 
-    _parallel(dots, len(self.rows))
+    parallel(dots, len(self.rows))
     return out
 
   def row_sums(self, data: np.ndarray) -> np.ndarray:

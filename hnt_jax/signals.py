@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset, binary_csr
+from hnt_jax.host import host_threads, parallel
 
 
 @flax.struct.dataclass
@@ -147,22 +148,28 @@ def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: i
   """(R_k R_kᵀ R_target)[u, i] for the pairs (rows, cols) [P] and every behavior k (binary R): [P, K].
 
   Built item-to-item, T_k = R_kᵀ R_target (users with k on j who bought i), then rows of R_k T_k for a chunk
-  of users at a time (dense chunk x N), read at the pairs."""
+  of users at a time (dense chunk x N), read at the pairs; the chunks run on the host threads."""
   target = _binary(ds.train_target)
   out = np.zeros((rows.shape[0], len(ds.behaviors)), np.float64)
   order = np.argsort(rows, kind="stable")
   sorted_rows = rows[order]
-  step = max(1, chunk_cells // max(ds.n_items, 1))
+  threads = host_threads()
+  step = max(1, chunk_cells // max(ds.n_items, 1) // threads)
+  starts = range(0, ds.n_users, step)
   for k, b in enumerate(ds.behaviors):
     r_k = _binary(ds.train[b])
     item_item = (r_k.T @ target).tocsr()
-    for start in range(0, ds.n_users, step):
-      lo, hi = np.searchsorted(sorted_rows, [start, start + step])
-      if lo == hi:
-        continue
-      dense = (r_k[start:start + step] @ item_item).toarray()
-      pick = order[lo:hi]
-      out[pick, k] = dense[rows[pick] - start, cols[pick]]
+
+    def chunks(t, r_k=r_k, item_item=item_item, k=k):
+      for start in starts[t::threads]:
+        lo, hi = np.searchsorted(sorted_rows, [start, start + step])
+        if lo == hi:
+          continue
+        dense = (r_k[start:start + step] @ item_item).toarray()
+        pick = order[lo:hi]
+        out[pick, k] = dense[rows[pick] - start, cols[pick]]
+
+    parallel(chunks, threads)
   return out
 
 
@@ -180,30 +187,44 @@ def collaborative_candidates(ds: Dataset, width: int, chunk_cells: int = 2**24):
   target = _binary(ds.train_target)
   item_item = (target.T @ target).tocsr()
   seen = sum(_binary(ds.train[b]) for b in ds.behaviors).tocsr()
-  step = max(1, chunk_cells // max(n, 1))
-  for start in range(0, m, step):
-    stop = min(m, start + step)
-    counts = (target[start:stop] @ item_item).toarray()
-    rows, cols = seen[start:stop].nonzero()
-    counts[rows, cols] = 0.0
-    # one key per item, larger for a larger count and then a lower id: the top `width` keys are the slots
-    key = counts * n + (n - 1 - np.arange(n))[None, :]
-    take = min(width, n)
-    top = np.argpartition(-key, take - 1, axis=1)[:, :take]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
-    kept = np.take_along_axis(counts, top, axis=1)
-    items[start:stop, :take] = top
-    mask[start:stop, :take] = kept > 0
-    full = mask[start:stop].all(axis=1)
-    floor[start:stop] = np.where(full, kept[:, -1], 0.0)
+  threads = host_threads()
+  step = max(1, chunk_cells // max(n, 1) // threads)
+  take = min(width, n)
+
+  def chunks(t):
+    for start in range(t * step, m, threads * step):
+      stop = min(m, start + step)
+      counts = (target[start:stop] @ item_item).toarray()
+      rows, cols = seen[start:stop].nonzero()
+      counts[rows, cols] = 0.0
+      # one key per item, larger for a larger count and then a lower id: the top `width` keys are the slots
+      key = counts * n + (n - 1 - np.arange(n))[None, :]
+      top = np.argpartition(-key, take - 1, axis=1)[:, :take]
+      top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+      kept = np.take_along_axis(counts, top, axis=1)
+      items[start:stop, :take] = top
+      mask[start:stop, :take] = kept > 0
+      full = mask[start:stop].all(axis=1)
+      floor[start:stop] = np.where(full, kept[:, -1], 0.0)
+
+  parallel(chunks, threads)
   return np.where(mask, items, 0).astype(np.int32), mask, floor
 
 
-def _table_cross(ds: Dataset, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  rows, slots = np.nonzero(mask)
-  table = np.zeros(items.shape + (len(ds.behaviors),), np.float32)
-  table[rows, slots] = cross_counts(ds, rows, items[rows, slots].astype(np.int64))
-  return table
+def _tables_cross(ds: Dataset, *tables: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+  """The cross-behavior counts of every masked slot of the padded tables (items [M, w], mask [M, w]), as
+  [M, w, K] each, from one pass of `cross_counts` over the users for all of them."""
+  picks = [np.nonzero(mask) for _, mask in tables]
+  rows = np.concatenate([r for r, _ in picks])
+  cols = np.concatenate([items[r, s] for (items, _), (r, s) in zip(tables, picks)]).astype(np.int64)
+  counts = cross_counts(ds, rows, cols)
+  out, start = [], 0
+  for (items, _), (r, s) in zip(tables, picks):
+    table = np.zeros(items.shape + (len(ds.behaviors),), np.float32)
+    table[r, s] = counts[start:start + r.shape[0]]
+    out.append(table)
+    start += r.shape[0]
+  return out
 
 
 def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0) -> WeakSignals:
@@ -238,6 +259,8 @@ def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0)
   buy_width = max(1, min(int(max_candidates), int(np.bincount(buy_u, minlength=m).max(initial=0))))
   buy_items, buy_mask, _ = _padded_pairs(buy_u, buy_i, np.zeros((buy_u.shape[0], 0), np.float32), m,
                                          buy_width)
+  cand_cross, conv_cross, cf_cross, buy_cross = _tables_cross(
+      ds, (cand_items, cand_mask), (conv_items, conv_mask), (cf_items, cf_mask), (buy_items, buy_mask))
   i32 = lambda x: jnp.asarray(x, jnp.int32)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   return WeakSignals(conv_users=i32(conv_u), conv_items=i32(conv_i), conv_aux=jnp.asarray(conv_aux),
@@ -250,9 +273,9 @@ def weak_signals(ds: Dataset, max_candidates: int = 128, cf_candidates: int = 0)
                      user_stats=jnp.asarray(user_stats),
                      item_counts=f32(item_counts), item_conv=f32(item_conv), user_counts=f32(user_counts),
                      user_conv=f32(user_conv), conv_prior=f32(conv_prior),
-                     cand_cross=f32(_table_cross(ds, cand_items, cand_mask)),
-                     conv_cross=f32(_table_cross(ds, conv_items, conv_mask)),
+                     cand_cross=f32(cand_cross),
+                     conv_cross=f32(conv_cross),
                      cf_items=jnp.asarray(cf_items), cf_mask=jnp.asarray(cf_mask),
-                     cf_cross=f32(_table_cross(ds, cf_items, cf_mask)), cf_floor=f32(cf_floor),
+                     cf_cross=f32(cf_cross), cf_floor=f32(cf_floor),
                      buy_items=jnp.asarray(buy_items), buy_mask=jnp.asarray(buy_mask),
-                     buy_cross=f32(_table_cross(ds, buy_items, buy_mask)))
+                     buy_cross=f32(buy_cross))

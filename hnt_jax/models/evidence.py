@@ -143,7 +143,7 @@ def with_evidence_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
 
   weak = weak.replace(known_sorted=by_users(_sorted_stats, weak), cand_features=None, cand_stats=None)
   features_, stats = by_users(_candidate_tables, weak)
-  mean, std = _feature_moments(features_, candidates(weak, jnp.arange(m, dtype=jnp.int32))[1])
+  mean, std = _feature_moments(features_, jnp.concatenate([weak.cand_mask, weak.cf_mask], axis=1))  # candidates' mask
   return weak.replace(cand_features=features_, cand_stats=stats, feature_mean=mean, feature_std=std)
 
 

@@ -13,7 +13,7 @@ from hnt_jax.data import synthetic
 from hnt_jax.data.dataset import binary_csr
 from hnt_jax.graph import build_graphs
 from hnt_jax.models import evidence, get_model
-from hnt_jax.signals import collaborative_candidates, weak_signals
+from hnt_jax.signals import collaborative_candidates, cross_counts, weak_signals
 from tests.models.test_hnt import dummy_batch
 
 
@@ -208,10 +208,11 @@ def test_sampled_softmax_partition_is_unbiased_draws_follow_q_and_contains_equal
   np.testing.assert_allclose(np.bincount(drawn, minlength=n) / drawn.size, q, atol=0.01)
 
 
-@pytest.mark.parametrize("width", [CF, 30])
-def test_collaborative_candidates_equal_loop(tiny, width):
+@pytest.mark.parametrize("width, one_user_chunks", [(CF, False), (30, False), (CF, True)])
+def test_collaborative_candidates_equal_loop(tiny, width, one_user_chunks):
   _, ds, _ = tiny
-  items, mask, floor = collaborative_candidates(ds, width)
+  # one user per chunk: every chunk boundary, the chunks shared among the host threads
+  items, mask, floor = collaborative_candidates(ds, width, **({"chunk_cells": 1} if one_user_chunks else {}))
   full = 0
   for u in range(ds.n_users):
     kept, want_floor = reference_collaborative(ds, u, width)
@@ -219,6 +220,21 @@ def test_collaborative_candidates_equal_loop(tiny, width):
     assert floor[u] == want_floor
     full += len(kept) == width
   assert full == ds.n_users if width == CF else full == 0  # both sides of the floor
+
+
+@pytest.mark.parametrize("chunk_cells", [1, 2**24])
+def test_cross_counts_equal_dense_products(tiny, chunk_cells):
+  """(R_k R_kᵀ R_target)[u, i] read at given pairs, in one-user chunks over the host threads or in one chunk."""
+  _, ds, _ = tiny
+  rng = np.random.default_rng(0)
+  rows = rng.integers(0, ds.n_users, 300)
+  cols = rng.integers(0, ds.n_items, 300)
+  got = cross_counts(ds, rows, cols, chunk_cells=chunk_cells)
+  target = (ds.train_target.toarray() != 0).astype(np.float64)
+  for k, b in enumerate(ds.behaviors):
+    r_k = (ds.train[b].toarray() != 0).astype(np.float64)
+    np.testing.assert_array_equal(got[:, k], (r_k @ r_k.T @ target)[rows, cols])
+  assert (got > 0).any(axis=0).all()
 
 
 def test_softmax_loss_equals_loop():

@@ -16,7 +16,7 @@ def test_bench_reports_every_field_for_each_model_and_propagation():
                        log=lambda s: None)
   json.dumps(result)  # serializable as written to bench.json
   lg = result["models"]["lightgcn"]
-  for key in ("compile_seconds", "step_ms", "epoch_seconds", "eval_seconds", "peak_rss_mb"):
+  for key in ("setup_seconds", "compile_seconds", "step_ms", "epoch_seconds", "eval_seconds", "peak_rss_mb"):
     assert lg[key] > 0, key
   assert lg["steps_per_epoch"] >= 1 and lg["eval_users"] > 0
   heuristic = result["models"]["heuristic"]  # not trainable: evaluation only

@@ -63,6 +63,14 @@ class Recommender(nn.Module):
     raise NotImplementedError
 
 
+def normal_init(std: float):
+  """N(0, std²) initializer whose values are the same whether `init` runs jitted or op by op (the draw is
+  kept apart from the scaling, which XLA would otherwise fold into the draw's own constants)."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype)) * jnp.asarray(std, dtype)
+  return init
+
+
 class EmbeddingRecommender(Recommender):
   """A recommender with ID embedding tables E⁰ ("users" [M, d], "items" [N, d]) and the BPR + L2 objective on
   the target; subclasses define `embed` (MF returns the tables, graph models propagate them)."""
@@ -71,7 +79,7 @@ class EmbeddingRecommender(Recommender):
   l2: float = 1e-4
 
   def setup(self):
-    init = nn.initializers.normal(self.init_std)
+    init = normal_init(self.init_std)
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
 

@@ -270,3 +270,23 @@ def test_cosine_schedule_decays_over_the_runs_steps(tmp_path, monkeypatch):
   run = Run(config)
   train_and_evaluate(config, str(tmp_path), run=run)
   assert seen == [make_sampler(run.graphs.target, run.ds.n_items, 256).steps] and seen[0] > 1
+
+
+@pytest.mark.parametrize("model", ["hnt", "lightgcn"])
+def test_jitted_init_equals_the_op_by_op_init(model):
+  """`Run.init_variables` initializes under jit; every value, parameters and model state, is the one the
+  op-by-op `init` gives (runs started before that change start from the same state)."""
+  import jax
+  import jax.numpy as jnp
+  config = small_config()
+  config.model.name = model
+  run = Run(config)
+  params, model_state = run.init_variables()
+  key = jax.random.PRNGKey(config.seed)
+  dummy = {k: jnp.zeros((config.train.batch_size,), jnp.int32) for k in ("users", "pos", "neg")}
+  eager = dict(run.model.init({"params": key, "sample": key}, run.graphs, dummy, method=run.model.loss))
+  eager_params = eager.pop("params")
+  assert jax.tree.structure(params) == jax.tree.structure(eager_params)
+  for got, want in zip(jax.tree.leaves((params, model_state)), jax.tree.leaves((eager_params, eager))):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert len(jax.tree.leaves(model_state)) == (3 if model == "hnt" else 0)

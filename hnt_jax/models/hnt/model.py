@@ -24,7 +24,7 @@ import optax
 
 from hnt_jax.graph import LeftOutEdges, left_out_edges
 from hnt_jax.models import evidence
-from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch
+from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch, normal_init
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
 from hnt_jax.models.hnt.transfer import NegativeTransfer, info_nce
@@ -118,7 +118,7 @@ class HNT(Recommender):
     return self.use_evidence and self.n_aux > 0
 
   def setup(self):
-    init = nn.initializers.normal(self.init_std)
+    init = normal_init(self.init_std)
     self.user_table = self.param("users", init, (self.n_users, self.embed_dim))
     self.item_table = self.param("items", init, (self.n_items, self.embed_dim))
     if self.n_aux:

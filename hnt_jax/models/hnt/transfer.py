@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from hnt_jax.graph import BehaviorGraph, LeftOutEdges
+from hnt_jax.models.base import normal_init
 
 
 def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -45,7 +46,7 @@ class NegativeTransfer(nn.Module):
     self.delta = self.param("delta", nn.initializers.zeros, (self.n_aux,))
     self.transforms = [nn.Dense(self.embed_dim, use_bias=False, name=f"W_{k}") for k in range(self.n_aux)]
     self.att_v = nn.Dense(self.attention_dim, name="V")
-    self.att_q = self.param("q", nn.initializers.normal(0.1), (self.attention_dim,))
+    self.att_q = self.param("q", normal_init(0.1), (self.attention_dim,))
 
   def phi(self, item_emb: jax.Array) -> jax.Array:
     return normalize(self.similarity(item_emb))

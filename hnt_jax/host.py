@@ -12,6 +12,10 @@ cache-sized, chunked NumPy row gather; `train.propagation=auto` (CPU) or `host` 
   reaches φ, π, e and δ (two sampled dense-dense products and four sparse products). With `active` (bool
   [n_users]) only those users' edges are gated and multiplied: other rows of h, and their gates, are 0.
 
+* `row_dots(x, y, cols)`: ⟨x_b, y_j⟩ for the columns j = cols[b, c] of each row b (a batch of users' scores
+  on their own candidate items); the gradients are the products of the [B, N] matrix holding the cotangent
+  at (b, cols[b, c]) with y and with x.
+
 Every product splits its rows into blocks of about equal entries that run on `host_threads()` threads
 (SciPy's product and NumPy's gathers release the GIL). A graph's `HostOps` (`hnt_jax.sparse_ops`) holds its
 `HostMatrix` and `HostEdges` as static fields, so jitted functions see only arrays and those objects, which
@@ -284,3 +288,50 @@ def _gated_bwd(edges, temperature, subset, residuals, cotangents):
 
 
 _gated.defvjp(_gated_fwd, _gated_bwd)
+
+
+# --- ⟨x_b, y_j⟩ at given columns of each row --------------------------------------------------------------
+
+_ROWS = 48  # rows per gathered chunk: [48, C, 64] float32 is ~2 MB for C ≈ 180, within the L2 cache
+
+
+def _row_dots(x: np.ndarray, y: np.ndarray, cols: np.ndarray) -> np.ndarray:
+  out = np.empty(cols.shape, np.float32)
+  threads = host_threads() if cols.size * x.shape[1] >= _MIN_SPLIT_ENTRIES else 1
+  starts = range(0, cols.shape[0], _ROWS)
+
+  def dots(t):
+    for start in starts[t::threads]:
+      stop = start + _ROWS
+      out[start:stop] = np.matmul(y[cols[start:stop]], x[start:stop, :, None])[..., 0]
+
+  parallel(dots, threads)
+  return out
+
+
+def _row_dots_grads(g: np.ndarray, x: np.ndarray, y: np.ndarray, cols: np.ndarray):
+  b, c = cols.shape
+  s = sp.csr_matrix((g.ravel(), cols.ravel(), np.arange(0, b * c + 1, c)), shape=(b, y.shape[0]))
+  return np.asarray(s @ y, np.float32), np.asarray(s.T @ x, np.float32)
+
+
+@jax.custom_vjp
+def row_dots(x: jax.Array, y: jax.Array, cols: jax.Array) -> jax.Array:
+  """[B, C]: ⟨x_b, y_{cols[b, c]}⟩ for x [B, d], y [N, d] and cols int [B, C] (repeated columns allowed)."""
+  return _callback(lambda x, y, cols: _row_dots(_f32(x), _f32(y), np.asarray(cols)),
+                   jax.ShapeDtypeStruct(cols.shape, jnp.float32), x, y, cols)
+
+
+def _row_dots_fwd(x, y, cols):
+  return row_dots(x, y, cols), (x, y, cols)
+
+
+def _row_dots_bwd(residuals, g):
+  x, y, cols = residuals
+  shapes = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(y.shape, jnp.float32))
+  dx, dy = _callback(lambda g, x, y, cols: _row_dots_grads(_f32(g), _f32(x), _f32(y), np.asarray(cols)),
+                     shapes, g, x, y, cols)
+  return dx, dy, None
+
+
+row_dots.defvjp(_row_dots_fwd, _row_dots_bwd)

@@ -16,6 +16,8 @@ Every product equals the XLA formulation (tested against it and a dense NumPy re
 * `propagate(g, x)`: Â · x;
 * `incidence_matmul(g, x)`: R · x (a purchase prototype's sum, for instance);
 * `mean_view(g, emb)`: h_u = the mean of e_j over the user's edges, with the edges' gates (all 1);
+* `row_dots(g, x, y, cols)`: ⟨x_b, y_j⟩ for the columns j = cols[b, c] of each row b, [B, C] (not a product
+  of g's matrices: a batch of users' scores on their own candidates, a gather the host does faster);
 * `gated_view(g, phi, protos, emb, delta, temperature, active, budget)`: negative transfer's gated view
   h_u = Σ_j g_uj e_j / Σ_j g_uj with g_uj = σ((⟨φ_j, π_u⟩ − δ) / τ), and the gates. With `active` (bool
   [M]) and a `budget` > 0 the view is exact only for those users, the gates are computed on their edges
@@ -119,6 +121,9 @@ class XlaOps:
   def incidence_matmul(self, g, x: jax.Array) -> jax.Array:
     return g.incidence @ x
 
+  def row_dots(self, g, x: jax.Array, y: jax.Array, cols: jax.Array) -> jax.Array:
+    return jnp.einsum("bd,bcd->bc", x, y[cols])
+
   def mean_view(self, g, emb: jax.Array) -> tuple[jax.Array, jax.Array]:
     gate = jnp.ones(g.users.shape, emb.dtype)
     return gated_mean(g, gate, emb, g.incidence.shape[0]), gate
@@ -146,6 +151,9 @@ class HostOps:
 
   def incidence_matmul(self, g, x: jax.Array) -> jax.Array:
     return host.edge_matmul(self.edges, x)
+
+  def row_dots(self, g, x: jax.Array, y: jax.Array, cols: jax.Array) -> jax.Array:
+    return host.row_dots(x, y, cols)
 
   def mean_view(self, g, emb: jax.Array) -> tuple[jax.Array, jax.Array]:
     return host.edge_matmul(self.edges, emb, True), jnp.ones(g.users.shape, emb.dtype)

@@ -123,3 +123,25 @@ def test_each_graph_holds_its_own_products():
   assert g1.ops.matrix is not g2.ops.matrix and g1.ops != g2.ops
   assert not hasattr(host, "_REGISTRY")
   assert behavior_graph(sp.csr_matrix(dense), "bcoo").ops == XlaOps()
+
+
+@pytest.mark.parametrize("b, c", [(5, 7), (300, 180)])  # one piece; row chunks over the host threads
+def test_row_dots_and_gradients_equal_xla_and_numpy(b, c):
+  rng = np.random.default_rng(b)
+  n, d = 40, 64
+  x = rng.normal(size=(b, d)).astype(np.float32)
+  y = rng.normal(size=(n, d)).astype(np.float32)
+  cols = rng.integers(0, n, (b, c)).astype(np.int32)
+  cols[0, :3] = 4  # a column repeated within a row
+  w = rng.normal(size=(b, c)).astype(np.float32)
+  want = np.einsum("bd,bcd->bc", x.astype(np.float64), y[cols].astype(np.float64))
+  # d/dx_b = Σ_c w_bc y_cols[b,c]; d/dy_j = Σ_(b,c): cols[b,c] = j w_bc x_b
+  want_dx = np.einsum("bc,bcd->bd", w, y[cols].astype(np.float64))
+  want_dy = np.zeros((n, d))
+  np.add.at(want_dy, cols.ravel(), (w[..., None] * x[:, None, :]).reshape(-1, d))
+  for ops in (HostOps(matrix=None, edges=None), XlaOps()):
+    fn = jax.jit(lambda x, y, ops=ops: ops.row_dots(None, x, y, jnp.asarray(cols)))
+    np.testing.assert_allclose(np.asarray(fn(x, y)), want, rtol=1e-5, atol=1e-4)
+    dx, dy = jax.grad(lambda x, y: jnp.sum(fn(x, y) * w), argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dy), want_dy, rtol=1e-5, atol=1e-3)

@@ -266,7 +266,7 @@ class HNT(Recommender):
       base = evidence.item_scores(self.scorer, weak)
       cand, cand_mask, _, _ = evidence.candidates(weak, users)
       exact = (evidence.candidate_scores(self.scorer, weak, users, left_out)
-               + jnp.einsum("bd,bcd->bc", u, items[cand]))
+               + graphs.target.ops.row_dots(graphs.target, u, items, cand))
     else:
       base = jnp.zeros((self.n_items,))
       cand, cand_mask, exact = (jnp.zeros((b, 0), jnp.int32), jnp.zeros((b, 0), bool), jnp.zeros((b, 0)))

@@ -97,6 +97,7 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
     records.write_config(config, workdir)
   t_setup = time.time() - t_start
   params, model_state = run.init_variables()
+  t_init = time.time() - t_start - t_setup
   if not run.model.trainable:
     ckpt.close()
     return _finish(run, workdir, params, model_state, best_epoch=0, epochs_run=0, status="evaluated",
@@ -203,7 +204,7 @@ def _train(config, workdir: str, hooks: Sequence[Hook], run: Optional[Run], extr
       params, model_state = best_payload["params"], best_payload["model_state"]
     else:  # no validation split: the last epoch is the result
       best_epoch, params = stop.epoch, state.params
-    timings = {"setup_seconds": t_setup}
+    timings = {"setup_seconds": t_setup, "init_seconds": t_init}
     if has_valid:
       timings["seconds_to_best"] = seconds_to_best
     if epoch_times:
@@ -232,6 +233,7 @@ def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
   """(params, model_state, epoch) of the state a run reports: the epoch its saved loop state records as best
   (the latest without validation)."""
   params, model_state = run.init_variables()
+  t_init = time.time() - t_start - t_setup
   if not run.model.trainable:
     return params, model_state, 0
   state = TrainState.create(apply_fn=run.model.apply, params=params, tx=make_optimizer(run.config.train))

@@ -61,6 +61,10 @@ def test_trains_and_writes_outputs(tmp_path):
   assert set(results["test"]) >= {"hr@10", "ndcg@20", "observed/hr@10", "unobserved/ndcg@10", "users"}
   assert results["versions"]["jax"] and results["device"]["platform"] == "cpu"
   assert (tmp_path / "best").is_dir() and (tmp_path / "checkpoints").is_dir()
+  t = results["timings"]  # where the start-up went, and the run's pace
+  assert all(t[k] > 0 for k in ("setup_seconds", "init_seconds", "first_epoch_seconds", "seconds_per_epoch"))
+  # counted from the start: the first evaluation (epoch 2) comes after the start-up and the first epoch
+  assert t["seconds_to_best"] > t["setup_seconds"] + t["init_seconds"] + t["first_epoch_seconds"]
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])

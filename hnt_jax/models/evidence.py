@@ -323,10 +323,12 @@ class PairScorer(nn.Module):
         raise ValueError("a standardizing pair scorer needs the features' moments: call it through "
                          "hnt_jax.models.evidence.score_pairs")
       x = (x - mean) / std
+    lead = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])  # one row per pair: XLA's CPU gradients of 2-D products are faster
     for k in range(self.layers):
       x = nn.relu(nn.Dense(self.hidden, name=f"hidden_{k}")(x))
     # no output bias: every loss on these scores compares them, so a constant would never learn
-    return nn.Dense(1, use_bias=False, name="score")(x)[..., 0]
+    return nn.Dense(1, use_bias=False, name="score")(x)[..., 0].reshape(lead)
 
 
 def score_pairs(scorer, weak: WeakSignals, x: jax.Array) -> jax.Array:

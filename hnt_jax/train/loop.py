@@ -233,7 +233,6 @@ def load_trained_params(run: Run, workdir: str) -> tuple[Any, dict, int]:
   """(params, model_state, epoch) of the state a run reports: the epoch its saved loop state records as best
   (the latest without validation)."""
   params, model_state = run.init_variables()
-  t_init = time.time() - t_start - t_setup
   if not run.model.trainable:
     return params, model_state, 0
   state = TrainState.create(apply_fn=run.model.apply, params=params, tx=make_optimizer(run.config.train))

@@ -189,10 +189,11 @@ def collaborative_candidates(ds: Dataset, width: int, chunk_cells: int = 2**24):
   seen = sum(_binary(ds.train[b]) for b in ds.behaviors).tocsr()
   threads = host_threads()
   step = max(1, chunk_cells // max(n, 1) // threads)
+  starts = range(0, m, step)
   take = min(width, n)
 
   def chunks(t):
-    for start in range(t * step, m, threads * step):
+    for start in starts[t::threads]:
       stop = min(m, start + step)
       counts = (target[start:stop] @ item_item).toarray()
       rows, cols = seen[start:stop].nonzero()

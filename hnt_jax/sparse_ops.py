@@ -153,7 +153,8 @@ class HostOps:
     return host.edge_matmul(self.edges, x)
 
   def row_dots(self, g, x: jax.Array, y: jax.Array, cols: jax.Array) -> jax.Array:
-    return host.row_dots(x, y, cols)
+    f32 = jnp.float32  # the host computes in float32; the casts carry the gradients back to x's and y's dtypes
+    return host.row_dots(x.astype(f32), y.astype(f32), cols).astype(jnp.result_type(x, y))
 
   def mean_view(self, g, emb: jax.Array) -> tuple[jax.Array, jax.Array]:
     return host.edge_matmul(self.edges, emb, True), jnp.ones(g.users.shape, emb.dtype)

@@ -145,3 +145,16 @@ def test_row_dots_and_gradients_equal_xla_and_numpy(b, c):
     dx, dy = jax.grad(lambda x, y: jnp.sum(fn(x, y) * w), argnums=(0, 1))(x, y)
     np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(np.asarray(dy), want_dy, rtol=1e-5, atol=1e-3)
+
+
+def test_row_dots_keep_their_inputs_dtype_on_the_host():
+  x = jnp.ones((3, 4), jnp.bfloat16)
+  y = jnp.arange(20, dtype=jnp.bfloat16).reshape(5, 4)
+  cols = jnp.asarray([[0, 1], [2, 2], [4, 3]], jnp.int32)
+  ops = HostOps(matrix=None, edges=None)
+  out = jax.jit(lambda x, y: ops.row_dots(None, x, y, cols))(x, y)
+  assert out.dtype == jnp.bfloat16
+  want = XlaOps().row_dots(None, x, y, cols)
+  np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(want, np.float32))
+  dx, dy = jax.grad(lambda x, y: jnp.sum(ops.row_dots(None, x, y, cols).astype(jnp.float32)), argnums=(0, 1))(x, y)
+  assert dx.dtype == dy.dtype == jnp.bfloat16

@@ -68,6 +68,19 @@ def parallel(fn, n: int) -> list:
   return list(_pool(n).map(fn, range(n)))
 
 
+def parallel_chunks(fn, n: int, size: int, threads: Optional[int] = None) -> None:
+  """fn(start, stop) for the chunks [start, stop) of `size` rows of range(n), dealt in turn to `threads` host
+  threads (default: all); each call should write its own rows only."""
+  threads = host_threads() if threads is None else threads
+  starts = range(0, n, size)
+
+  def work(t):
+    for start in starts[t::threads]:
+      fn(start, min(start + size, n))
+
+  parallel(work, threads)
+
+
 class HostMatrix:
   """A CSR matrix multiplied by row blocks in parallel."""
 
@@ -297,15 +310,11 @@ _ROWS = 48  # rows per gathered chunk: [48, C, 64] float32 is ~2 MB for C ≈ 18
 
 def _row_dots(x: np.ndarray, y: np.ndarray, cols: np.ndarray) -> np.ndarray:
   out = np.empty(cols.shape, np.float32)
-  threads = host_threads() if cols.size * x.shape[1] >= _MIN_SPLIT_ENTRIES else 1
-  starts = range(0, cols.shape[0], _ROWS)
 
-  def dots(t):
-    for start in starts[t::threads]:
-      stop = start + _ROWS
-      out[start:stop] = np.matmul(y[cols[start:stop]], x[start:stop, :, None])[..., 0]
+  def dots(start, stop):
+    out[start:stop] = np.matmul(y[cols[start:stop]], x[start:stop, :, None])[..., 0]
 
-  parallel(dots, threads)
+  parallel_chunks(dots, cols.shape[0], _ROWS, None if cols.size * x.shape[1] >= _MIN_SPLIT_ENTRIES else 1)
   return out
 
 

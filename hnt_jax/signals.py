@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset, binary_csr
-from hnt_jax.host import host_threads, parallel
+from hnt_jax.host import host_threads, parallel_chunks
 
 
 @flax.struct.dataclass
@@ -153,23 +153,19 @@ def cross_counts(ds: Dataset, rows: np.ndarray, cols: np.ndarray, chunk_cells: i
   out = np.zeros((rows.shape[0], len(ds.behaviors)), np.float64)
   order = np.argsort(rows, kind="stable")
   sorted_rows = rows[order]
-  threads = host_threads()
-  step = max(1, chunk_cells // max(ds.n_items, 1) // threads)
-  starts = range(0, ds.n_users, step)
+  step = max(1, chunk_cells // max(ds.n_items, 1) // host_threads())
   for k, b in enumerate(ds.behaviors):
     r_k = _binary(ds.train[b])
     item_item = (r_k.T @ target).tocsr()
 
-    def chunks(t, r_k=r_k, item_item=item_item, k=k):
-      for start in starts[t::threads]:
-        lo, hi = np.searchsorted(sorted_rows, [start, start + step])
-        if lo == hi:
-          continue
-        dense = (r_k[start:start + step] @ item_item).toarray()
+    def chunk(start, stop, r_k=r_k, item_item=item_item, k=k):
+      lo, hi = np.searchsorted(sorted_rows, [start, stop])
+      if lo < hi:
+        dense = (r_k[start:stop] @ item_item).toarray()
         pick = order[lo:hi]
         out[pick, k] = dense[rows[pick] - start, cols[pick]]
 
-    parallel(chunks, threads)
+    parallel_chunks(chunk, ds.n_users, step)
   return out
 
 
@@ -187,28 +183,23 @@ def collaborative_candidates(ds: Dataset, width: int, chunk_cells: int = 2**24):
   target = _binary(ds.train_target)
   item_item = (target.T @ target).tocsr()
   seen = sum(_binary(ds.train[b]) for b in ds.behaviors).tocsr()
-  threads = host_threads()
-  step = max(1, chunk_cells // max(n, 1) // threads)
-  starts = range(0, m, step)
   take = min(width, n)
 
-  def chunks(t):
-    for start in starts[t::threads]:
-      stop = min(m, start + step)
-      counts = (target[start:stop] @ item_item).toarray()
-      rows, cols = seen[start:stop].nonzero()
-      counts[rows, cols] = 0.0
-      # one key per item, larger for a larger count and then a lower id: the top `width` keys are the slots
-      key = counts * n + (n - 1 - np.arange(n))[None, :]
-      top = np.argpartition(-key, take - 1, axis=1)[:, :take]
-      top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
-      kept = np.take_along_axis(counts, top, axis=1)
-      items[start:stop, :take] = top
-      mask[start:stop, :take] = kept > 0
-      full = mask[start:stop].all(axis=1)
-      floor[start:stop] = np.where(full, kept[:, -1], 0.0)
+  def chunk(start, stop):
+    counts = (target[start:stop] @ item_item).toarray()
+    rows, cols = seen[start:stop].nonzero()
+    counts[rows, cols] = 0.0
+    # one key per item, larger for a larger count and then a lower id: the top `width` keys are the slots
+    key = counts * n + (n - 1 - np.arange(n))[None, :]
+    top = np.argpartition(-key, take - 1, axis=1)[:, :take]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+    kept = np.take_along_axis(counts, top, axis=1)
+    items[start:stop, :take] = top
+    mask[start:stop, :take] = kept > 0
+    full = mask[start:stop].all(axis=1)
+    floor[start:stop] = np.where(full, kept[:, -1], 0.0)
 
-  parallel(chunks, threads)
+  parallel_chunks(chunk, m, max(1, chunk_cells // max(n, 1) // host_threads()))
   return np.where(mask, items, 0).astype(np.int32), mask, floor
 
 

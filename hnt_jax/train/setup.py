@@ -58,8 +58,8 @@ class Run:
     graphs = graphs if graphs is not None else graphs_from_config(config, self.ds, self.mesh)
     self.graphs = with_model_extras(graphs, self.model, self.ds, weak_signals)
     model = self.model
-    # jitted: op by op, the loss `init` traces runs as hundreds of small compilations (23 s for HNT on Taobao
-    # against 1.4 s); the values are the same either way (`models.base.normal_init`)
+    # jitted: op by op, the loss `init` traces runs as hundreds of small compilations (docs/performance.md);
+    # the values are the same either way (`models.base.normal_init`)
     self._init = jax.jit(lambda key, graphs, batch: model.init({"params": key, "sample": key}, graphs, batch,
                                                                method=model.loss))
     self.embed = jax.jit(lambda variables, graphs: model.apply(variables, graphs, method=model.embed))

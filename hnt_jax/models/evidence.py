@@ -44,7 +44,13 @@ TIE = 1e-6  # conversion shares closer than this rank as ties (float32 rounding 
 
 
 def n_features(n_aux: int) -> int:
-  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + (1 + n_aux) + 2 * (n_aux + 1)
+  return (1 + 2 * n_aux) + (1 + n_aux) + (n_aux + 1 + 1) + n_ranked(n_aux) + (n_aux + 1)
+
+
+def n_ranked(n_aux: int) -> int:
+  """R, the statistics the ranks compare: purchases, the conversion share of each auxiliary behavior, and
+  the cross-behavior count of each behavior."""
+  return 1 + n_aux + (n_aux + 1)
 
 
 def known_items(weak: WeakSignals, users: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -96,16 +102,21 @@ def candidates(weak: WeakSignals, users: jax.Array):
                            _without_flags(weak.cf_cross[users], n_aux(weak))], axis=1))
 
 
-def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array):
-  """(purchases, conversion share per auxiliary behavior, log users per auxiliary behavior), with the
-  pair's own purchase removed where `loo` is 1 (its conversions only from the behaviors it has)."""
+def _item_values(weak: WeakSignals, items: jax.Array, flags: jax.Array, loo: jax.Array,
+                 hidden: jax.Array | None = None):
+  """(purchases, conversion share per auxiliary behavior, users per auxiliary behavior), with the pair's
+  own purchase removed where `loo` is 1 (its conversions only from the behaviors it has; the users of an
+  auxiliary behavior hold no purchase), and the user's `hidden` auxiliary pairs on the item (a training
+  purchase scored as never touched: `purchase_scores`) removed from them too."""
   counts, conv = weak.item_counts[items], weak.item_conv[items]
+  aux = counts[..., :-1]
+  if hidden is not None:
+    flags, aux = flags + hidden, aux - hidden
   buys = jnp.maximum(counts[..., -1] - loo, 0.0)
   conv = jnp.maximum(conv - loo[..., None] * flags, 0.0)
-  aux = counts[..., :-1]
   prior = weak.conv_prior[:-1]
   share = (conv + SMOOTHING * prior) / (aux + SMOOTHING)
-  return buys, share, jnp.log1p(aux)
+  return buys, share, aux
 
 
 def _left_out_entries(weak: WeakSignals, users: jax.Array, left_out: jax.Array | None) -> jax.Array:
@@ -122,7 +133,12 @@ def _stats(weak: WeakSignals, users: jax.Array, items: jax.Array, flags: jax.Arr
   """The statistics the ranks compare, [B, n, R]: purchases, the conversion shares, the cross-behavior
   counts, with the pair's own purchase removed where `loo` [B, n] is 1."""
   buys, share, _ = _item_values(weak, items, flags, loo)
-  return jnp.concatenate([buys[..., None], share, _cross(weak, users, items, counts, loo)], axis=-1)
+  return _ranked(buys, share, _cross(weak, users, items, counts, loo))
+
+
+def _ranked(buys: jax.Array, share: jax.Array, cross: jax.Array) -> jax.Array:
+  """The layout of the ranked statistics [..., R] (`n_ranked`)."""
+  return jnp.concatenate([buys[..., None], share, cross], axis=-1)
 
 
 def with_evidence_tables(weak: WeakSignals, chunk: int = 512) -> WeakSignals:
@@ -228,7 +244,7 @@ def _ties(k: int) -> jax.Array:
   return jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
 
 
-def _n_known(weak: WeakSignals, users: jax.Array) -> jax.Array:
+def known_count(weak: WeakSignals, users: jax.Array) -> jax.Array:
   """[B]: |A_u| of each user (weak-signal candidates and converting pairs), which the ranks divide by."""
   return jnp.sum(weak.cand_mask[users], axis=1) + jnp.sum(weak.conv_table_mask[users], axis=1)
 
@@ -244,7 +260,7 @@ def _columns(k: int) -> tuple[int, slice]:
   """Where `features` puts the user's conversion share and the ranks, for K-1 = k (the layout of
   `n_features`: the item's 1 + 2k, then whether known, k flags, k + 1 activities, the share, the ranks)."""
   share = (1 + 2 * k) + 1 + k + (k + 1)
-  return share, slice(share + 1, share + 1 + 2 * (k + 1))
+  return share, slice(share + 1, share + 1 + n_ranked(k))
 
 
 def n_aux(weak: WeakSignals) -> int:
@@ -252,27 +268,34 @@ def n_aux(weak: WeakSignals) -> int:
   return weak.item_conv.shape[1]
 
 
-def _cross(weak: WeakSignals, users, items, counts, loo) -> jax.Array:
+def _cross(weak: WeakSignals, users, items, counts, loo, hidden: jax.Array | None = None) -> jax.Array:
   """The cross-behavior counts [B, n, K], the pair's own purchase removed where `loo` is 1: it adds
   |S_u^k| (u itself as a co-user) to every behavior k, and for the target also the other buyers of i (i
-  itself as a shared item), u counted once."""
+  itself as a shared item), u counted once. A `hidden` auxiliary pair (u, i) of behavior k (with its
+  purchase left out) also takes out the paths through i as the k-item u shares: the other users with k on
+  i who bought it."""
   own = weak.user_counts[users][:, None, :] + jnp.zeros_like(counts)
   own = own.at[..., -1].add(weak.item_counts[items][..., -1] - 1.0)
+  if hidden is not None:
+    through = hidden * jnp.maximum(weak.item_conv[items] - 1.0, 0.0)
+    own = own.at[..., :-1].add(through)
   return jnp.maximum(counts - loo[..., None] * own, 0.0)
 
 
 def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.Array, values: jax.Array,
-             loo: jax.Array, left_out: jax.Array | None = None) -> jax.Array:
+             loo: jax.Array, left_out: jax.Array | None = None, hidden: jax.Array | None = None) -> jax.Array:
   """x_ui for users [B] and items [B, n]; known: i ∈ A_u [B, n]; values [B, n, (K-1) + K]: the pair values
   of `lookup`; loo [B, n] (1: the pair is a training purchase, removed from the counts); left_out [B]: the
   training purchase (item id) each row of a loss leaves out, removed for every item of the row from what
   they are compared with: the user's converting count, and the purchase's own entry among the user's A_u
-  items that the ranks count (None: evaluation, nothing left out). Returns [B, n, n_features(K-1)]."""
+  items that the ranks count (None: evaluation, nothing left out); hidden [B, n, K-1]: the user's own
+  auxiliary pairs on the item, taken out of the item's counts (a training purchase scored as an item never
+  touched, `purchase_scores`; such a pair is not known). Returns [B, n, n_features(K-1)]."""
   known = known.astype(jnp.float32)
   flags, counts = values[..., :n_aux(weak)] * known[..., None], values[..., n_aux(weak):]
-  buys, share, log_aux = _item_values(weak, items, flags, loo)
-  item = [jnp.log1p(buys)[..., None], share, log_aux]
-  cross = _cross(weak, users, items, counts, loo)
+  buys, share, aux = _item_values(weak, items, flags, loo, hidden)
+  item = [jnp.log1p(buys)[..., None], share, jnp.log1p(aux)]
+  cross = _cross(weak, users, items, counts, loo, hidden)
   # outside A_u a training purchase keeps its counts only where, its purchase removed, it would be one of
   # the user's collaborative candidates (as a held-out purchase would be); no other item outside them has any
   cobuy = cross[..., -1]
@@ -286,12 +309,12 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   if weak.known_sorted is None:
     raise ValueError("the weak-signal tables have no rank tables: build them with "
                      "hnt_jax.models.evidence.with_evidence_tables(weak_signals(...))")
-  n_known = _n_known(weak, users)
+  n_known = known_count(weak, users)
   own_loo = jnp.zeros(items.shape) if left_out is None else known * (items == left_out[:, None])
   k = n_aux(weak)
   tie = _ties(k)
   swap = None if left_out is None else _left_out_swap(weak, users, out)
-  ranks = _ranks(weak.known_sorted[users], n_known, jnp.concatenate([buys[..., None], share, cross], axis=-1),
+  ranks = _ranks(weak.known_sorted[users], n_known, _ranked(buys, share, cross),
                  _stats(weak, users, items, flags, counts, own_loo), known, tie, swap)
   u_counts = weak.user_counts[users]
   # the user's own statistics are the same for every item of a row: in a loss row the left-out purchase's
@@ -371,7 +394,7 @@ def candidate_features(weak: WeakSignals, users: jax.Array, left_out: jax.Array 
   out = _left_out_entries(weak, users, left_out)
   known = jnp.concatenate([weak.cand_mask[users], jnp.zeros_like(weak.cf_mask[users])], axis=1)
   known = known.astype(jnp.float32)
-  n_known = _n_known(weak, users)
+  n_known = known_count(weak, users)
   others = jnp.maximum(n_known[:, None].astype(jnp.float32) - known, 1.0)
   change = _swap_change(weak.cand_stats[users], _ties(k), _left_out_swap(weak, users, out))
   share, ranks = _columns(k)
@@ -394,10 +417,27 @@ def scatter_candidates(weak: WeakSignals, base: jax.Array, pair: jax.Array, user
   return base.at[rows, cols].set(pair, mode="drop")
 
 
-def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array) -> jax.Array:
-  """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]."""
+def unseen_rows(model, users: jax.Array, share: float) -> jax.Array | None:
+  """[B] bool: the rows of a loss whose purchase `purchase_scores` scores as an item its user never
+  touched, each with probability `share` from the model's "sample" stream (None for 0, which draws
+  nothing, so that the stream is the same as without the setting)."""
+  if share <= 0:
+    return None
+  return jax.random.uniform(model.make_rng("sample"), users.shape) < share
+
+
+def purchase_scores(scorer, weak: WeakSignals, users: jax.Array, items: jax.Array,
+                    unseen: jax.Array | None = None) -> jax.Array:
+  """s_θ of training purchases (users [B], items [B]) with their own purchase left out: [B]. Where `unseen`
+  [B] is True the purchase is scored as an item its user never touched: the user's auxiliary pairs on it
+  taken out of its counts, outside A_u, and its cross-behavior counts only where it would be one of the
+  user's collaborative candidates."""
   known, values = lookup(weak, users, items[:, None], purchases=True)
-  x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)), items)
+  hidden = None
+  if unseen is not None:  # u's own auxiliary pairs on the item leave its counts, and it leaves A_u
+    hidden = values[..., :n_aux(weak)] * (known & unseen[:, None])[..., None]
+    known = known & ~unseen[:, None]
+  x = features(weak, users, items[:, None], known, values, jnp.ones((users.shape[0], 1)), items, hidden)
   return score_pairs(scorer, weak, x)[:, 0]
 
 

@@ -26,6 +26,8 @@ class PairRanker(Recommender):
   standardize: bool = False  # each feature shifted and scaled by its moments over the candidates
   max_candidates: int = 128  # weak-signal candidates kept per user
   cf_candidates: int = 50  # collaborative candidates per user (items bought by those who bought the same)
+  # the share of the loss rows whose purchase is scored as an item its user never touched (as HNT's)
+  unseen_purchases: float = 0.0
 
   def graph_extras(self, ds) -> dict:
     from hnt_jax.errors import ConfigError
@@ -51,6 +53,7 @@ class PairRanker(Recommender):
     base = jnp.broadcast_to(evidence.item_scores(self.scorer, weak)[None, :], (users.shape[0], self.n_items))
     cand = evidence.candidate_scores(self.scorer, weak, users, pos)
     scores = evidence.scatter_candidates(weak, base, cand, users)
-    loss = evidence.softmax_loss(scores, evidence.purchase_scores(self.scorer, weak, users, pos), users,
+    unseen = evidence.unseen_rows(self, users, self.unseen_purchases)
+    loss = evidence.softmax_loss(scores, evidence.purchase_scores(self.scorer, weak, users, pos, unseen), users,
                                  pos, graphs.target.rows)
     return loss, {"softmax": loss}

@@ -41,16 +41,20 @@ def reference_collaborative(ds, u, width=CF):
   return kept, floor
 
 
-def reference_features(ds, u, i, loo, left_out=None):
+def reference_features(ds, u, i, loo, left_out=None, unseen=False):
   """x_ui by the definitions of docs/method.md section 4, one pair at a time; `left_out`: the training
   purchase of u a loss row leaves out (its entry among the items the ranks count is taken at its
-  leave-one-out statistics, and u's converting count goes without it)."""
+  leave-one-out statistics, and u's converting count goes without it); `unseen`: the pair as if u had
+  never touched i (u's auxiliary pairs on i out of the data, the global conversion shares kept)."""
   aux = [ds.train[b].toarray() != 0 for b in ds.auxiliary]
   buy = ds.train_target.toarray() != 0
-  known_u = np.flatnonzero(np.any([a[u] for a in aux], axis=0))
   s = evidence.SMOOTHING
   prior = [(a & buy).sum() / a.sum() for a in aux]
   conv_pairs, all_pairs = (np.any(aux, axis=0) & buy).sum(), np.any(aux, axis=0).sum()
+  if unseen:  # scored as an item u never touched: u's auxiliary pairs on it out of the data (the priors stay)
+    for a in aux:
+      a[u, i] = False
+  known_u = np.flatnonzero(np.any([a[u] for a in aux], axis=0))
   known = i in known_u
   flags = [float(a[u, i]) if known else 0.0 for a in aux]
   cf_items, floor = reference_collaborative(ds, u)
@@ -344,3 +348,55 @@ def test_loss_rows_see_the_user_as_evaluation_would_without_the_purchase(tiny):
   row = converted(evidence.candidate_scores(share, w, users, left_out))[0]
   np.testing.assert_allclose(row[in_a], want, atol=1e-4)
   np.testing.assert_allclose(converted(evidence.candidate_scores(share, w, users))[0][in_a], want + 1, atol=1e-4)
+
+
+def test_unseen_purchase_is_scored_as_an_item_never_touched(tiny):
+  """A training purchase in A_u scored `unseen` has the features of an item its user never touched: the
+  reference computes them on the data without u's auxiliary pairs on it (no pair evidence, its item counts
+  and cross-behavior counts without u's pairs, the latter only where it would be a collaborative candidate),
+  its own purchase left out; the others keep theirs."""
+  _, ds, graphs = tiny
+  w = graphs.weak
+  conv = ds.converting_pairs().tocoo()
+  picks = np.linspace(0, conv.nnz - 1, 6).astype(int)
+  users, items = jnp.asarray(conv.row[picks]), jnp.asarray(conv.col[picks])
+  identity = lambda x, *_: x  # noqa: E731  (a "scorer" that returns the features)
+  unseen = jnp.asarray([True, False] * 3)
+  x = np.asarray(evidence.purchase_scores(identity, w, users, items, unseen))
+  seen = np.asarray(evidence.purchase_scores(identity, w, users, items))
+  cross = x[np.asarray(unseen), -3:]
+  assert (cross > 0).any() and (cross == 0).all(axis=1).any()  # kept as a collaborative candidate, and not
+  for b, (u, i) in enumerate(zip(conv.row[picks], conv.col[picks])):
+    want = reference_features(ds, int(u), int(i), 1.0, left_out=int(i), unseen=bool(unseen[b]))
+    np.testing.assert_allclose(x[b], want, rtol=1e-5, atol=1e-6, err_msg=f"user {u} item {i}")
+    pair = 1 + 2 * 2  # the item's columns come first (K-1 = 2)
+    assert (x[b, pair] == 0) == bool(unseen[b]) and seen[b, pair] == 1  # "in A_u"
+
+
+@pytest.mark.parametrize("name", ["pair_ranker", "hnt"])
+def test_unseen_purchases_share_picks_the_rows_scored_as_never_touched(tiny, name):
+  """`unseen_purchases` = 1 scores every row's purchase as never touched, 0 none (and draws nothing): the
+  loss is the one with `purchase_scores(..., unseen)` for those rows, which differs from the default."""
+  cfg, ds, graphs = tiny
+  batch = dummy_batch(seed=3)
+  assert np.asarray(ds.converting_pairs()[np.asarray(batch["users"]), np.asarray(batch["pos"])]).any()
+  losses = {}
+  for share in (0.0, 1.0):
+    c = cfg.copy_and_resolve_references()
+    c.model.name = name
+    c.model[name].unseen_purchases = share
+    model = get_model(c.model, ds.n_users, ds.n_items, 3)
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs,
+                           dummy_batch(), method=model.loss)
+    losses[share] = float(model.apply(variables, graphs, batch, method=model.loss,
+                                      rngs={"sample": jax.random.PRNGKey(5)})[0])
+    if name == "pair_ranker":  # the loss by hand, with every row's purchase unseen (share 1) or none
+      weak, users, pos = graphs.weak, batch["users"], batch["pos"]
+      unseen = jnp.ones(users.shape, bool) if share else None
+      scorer = lambda x, *a: model.apply(variables, x, *a, method=lambda m, *b: m.scorer(*b))  # noqa: E731
+      base = jnp.broadcast_to(evidence.item_scores(scorer, weak)[None, :], (users.shape[0], ds.n_items))
+      scores = evidence.scatter_candidates(weak, base, evidence.candidate_scores(scorer, weak, users, pos), users)
+      want = evidence.softmax_loss(scores, evidence.purchase_scores(scorer, weak, users, pos, unseen), users, pos,
+                                   graphs.target.rows)
+      np.testing.assert_allclose(losses[share], float(want), rtol=1e-5)
+  assert np.isfinite(list(losses.values())).all() and abs(losses[1.0] - losses[0.0]) > 1e-4

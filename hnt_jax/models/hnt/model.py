@@ -89,6 +89,9 @@ class HNT(Recommender):
   # each loss row's propagation and purchase prototype go without the row's own purchase edge, as the
   # evaluation's graph goes without the held-out purchase
   leave_out_edges: bool = True
+  # the share of L_rank's rows whose purchase s_θ scores as an item its user never touched (its auxiliary
+  # pairs hidden from its pair evidence), for splits whose held-out items the user never touched
+  unseen_purchases: float = 0.0
   # training steps gate only their own users' auxiliary edges, in a buffer of this share of each behavior's
   # edges (exact: a step whose users hold more edges gates every edge); 0: always every edge
   gate_edge_budget: float = 0.5
@@ -229,7 +232,8 @@ class HNT(Recommender):
     left_out = pos if self.evidence_on else None  # the purchase each row of the loss leaves out
     y_pos = self.collaborative(emb, users, pos)
     if self.evidence_on:
-      y_pos = y_pos + evidence.purchase_scores(self.scorer, graphs.weak, users, pos)
+      unseen = evidence.unseen_rows(self, users, self.unseen_purchases)
+      y_pos = y_pos + evidence.purchase_scores(self.scorer, graphs.weak, users, pos, unseen)
     if self.softmax_samples:
       main = self._sampled_rank_loss(graphs, emb, users, y_pos, left_out)
     else:

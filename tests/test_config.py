@@ -60,6 +60,7 @@ def test_cli_stats_on_synthetic_and_clean_errors():
                  "--config.data.synthetic.n_users=120", "--config.data.behaviors=cart,buy")
   assert out.returncode == 0, out.stderr
   assert "synthetic: 120 users" in out.stdout and "| cart |" in out.stdout and "| view |" not in out.stdout
+  assert "- training purchases observed in an auxiliary behavior: " in out.stdout
   bad = run_main("--config", "configs/synthetic.py", "--mode", "stats", "--config.data.nope=1")
   assert bad.returncode == 2
   assert "error: config key 'data.nope' does not exist" in bad.stderr

@@ -97,6 +97,8 @@ def statistics(ds: Dataset) -> dict[str, Any]:
   if ds.auxiliary:
     stats["converting_pairs"] = int(ds.converting_pairs().nnz)
     stats["weak_signal_pairs"] = int(ds.weak_signal_pairs().nnz)
+    # the training purchases their user also had an auxiliary behavior on (HNT's `unseen_purchases`)
+    stats["train_target_observed"] = float(stats["converting_pairs"] / max(ds.train_target.nnz, 1))
   aux = ds.auxiliary_union() if ds.auxiliary else None
   for split, mat in (("valid", ds.valid), ("test", ds.test)):
     if mat is None:
@@ -107,6 +109,9 @@ def statistics(ds: Dataset) -> dict[str, Any]:
     if aux is not None:
       observed["any"] = _observed_share(mat, aux)
     entry["observed_in"] = observed
+    if split == "valid" and aux is not None and stats["train_target_observed"] > 0:
+      # the share of training purchases to score as never touched for the loss to see the validation's mix
+      entry["unseen_purchases"] = float(np.clip(1.0 - observed["any"] / stats["train_target_observed"], 0, 1))
     stats[split] = entry
   for key in ("heldout_from_train", "heldout_from_auxiliary", "split", "users_without_test"):
     if key in ds.info:
@@ -128,6 +133,7 @@ def format_statistics(stats: dict[str, Any]) -> str:
     total = max(conv + weak, 1)
     lines.append(f"- auxiliary pairs: {conv + weak:,} = converting {conv:,} ({conv / total:.1%}) + "
                  f"weak-signal {weak:,} ({weak / total:.1%})")
+    lines.append(f"- training purchases observed in an auxiliary behavior: {stats['train_target_observed']:.1%}")
   if "split" in stats:
     lines.append(f"- split: {stats['split']}")
   if stats.get("heldout_from_train"):
@@ -142,5 +148,7 @@ def format_statistics(stats: dict[str, Any]) -> str:
     obs = ", ".join(f"{b} {v:.1%}" for b, v in s["observed_in"].items())
     lines.append(f"- {split}: {s['pairs']:,} pairs for {s['users']:,} users "
                  f"({s['users_without_items']:,} users without {split} items are not evaluated)"
-                 + (f"; held-out items observed in: {obs}" if obs else ""))
+                 + (f"; held-out items observed in: {obs}" if obs else "")
+                 + (f"; unseen_purchases for this mix: {s['unseen_purchases']:.2f}" if "unseen_purchases" in s
+                    else ""))
   return "\n".join(lines)

@@ -32,6 +32,12 @@ def test_taobao_published_counts(data_dir):
   assert all(v["duplicates"] == 0 for v in s["behaviors"].values())
 
 
+def test_taobao_training_purchases_are_touched_as_often_as_the_held_out_items(data_dir):
+  s = statistics(load("taobao.py", data_dir))
+  assert round(s["train_target_observed"], 3) == 0.844 and round(s["valid"]["observed_in"]["any"], 3) == 0.855
+  assert s["valid"]["unseen_purchases"] == 0.0 and "unseen_purchases" not in s["test"]
+
+
 def test_taobao_holdout_valid_removes_validation_from_training(data_dir):
   ds = load("taobao.py", data_dir)
   assert ds.train["buy"].nnz == 92180 - 15449
@@ -77,6 +83,9 @@ def test_retailrocket_counts(data_dir):
   table = format_statistics(statistics(carved))
   assert "held out of the auxiliary behaviors (data.holdout_behaviors=all): view " in table
   assert "- valid: " in table and "held-out items observed in: view 0.0%, cart 0.0%, any 0.0%" in table
+  # 97.5% of the training purchases were touched, none of the carved items: every purchase scored unseen
+  assert round(statistics(carved)["train_target_observed"], 3) == 0.975
+  assert statistics(carved)["valid"]["unseen_purchases"] == 1.0 and "unseen_purchases for this mix: 1.00" in table
 
 
 def test_stats_mode_prints_published_counts(data_dir):

@@ -244,7 +244,7 @@ def _ties(k: int) -> jax.Array:
   return jnp.asarray([0.0] + [TIE] * k + [0.0] * (k + 1))
 
 
-def known_count(weak: WeakSignals, users: jax.Array) -> jax.Array:
+def _n_known(weak: WeakSignals, users: jax.Array) -> jax.Array:
   """[B]: |A_u| of each user (weak-signal candidates and converting pairs), which the ranks divide by."""
   return jnp.sum(weak.cand_mask[users], axis=1) + jnp.sum(weak.conv_table_mask[users], axis=1)
 
@@ -309,7 +309,7 @@ def features(weak: WeakSignals, users: jax.Array, items: jax.Array, known: jax.A
   if weak.known_sorted is None:
     raise ValueError("the weak-signal tables have no rank tables: build them with "
                      "hnt_jax.models.evidence.with_evidence_tables(weak_signals(...))")
-  n_known = known_count(weak, users)
+  n_known = _n_known(weak, users)
   own_loo = jnp.zeros(items.shape) if left_out is None else known * (items == left_out[:, None])
   k = n_aux(weak)
   tie = _ties(k)
@@ -394,7 +394,7 @@ def candidate_features(weak: WeakSignals, users: jax.Array, left_out: jax.Array 
   out = _left_out_entries(weak, users, left_out)
   known = jnp.concatenate([weak.cand_mask[users], jnp.zeros_like(weak.cf_mask[users])], axis=1)
   known = known.astype(jnp.float32)
-  n_known = known_count(weak, users)
+  n_known = _n_known(weak, users)
   others = jnp.maximum(n_known[:, None].astype(jnp.float32) - known, 1.0)
   change = _swap_change(weak.cand_stats[users], _ties(k), _left_out_swap(weak, users, out))
   share, ranks = _columns(k)

@@ -132,6 +132,17 @@ def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
+def split_rows(x: Any, mesh: Mesh) -> jax.Array:
+  """`x` split by its first axis over `data`, each device holding one block of rows. The rows are padded
+  with zeros to a multiple of the data size; the padded rows index nothing, and the code that reads such a
+  table looks rows up by index, so they are never read as data."""
+  host = np.asarray(x)
+  pad = -host.shape[0] % data_size(mesh)
+  if pad:
+    host = np.concatenate([host, np.zeros((pad,) + host.shape[1:], host.dtype)])
+  return put_global(host, rows_sharding(mesh, host.ndim))
+
+
 def param_shardings(params: Any, mesh: Mesh, n_users: int, n_items: int) -> Any:
   """Embedding tables ([n_users or n_items, d]) split by rows over `model` when it is larger than 1; every
   other parameter replicated."""

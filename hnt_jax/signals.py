@@ -88,6 +88,23 @@ class WeakSignals:
   feature_std: Optional[jax.Array] = None
 
 
+# the tables with one row per user, [M, ...]: read a batch of users at a time, so on a device mesh they are
+# split by users over `data` (`split_by_users`); the pair lists and the item tables stay whole
+USER_TABLES = ("cand_items", "cand_mask", "cand_aux", "conv_table_items", "conv_table_mask", "conv_table_aux",
+               "user_stats", "user_counts", "user_conv", "cand_cross", "conv_cross", "cf_items", "cf_mask",
+               "cf_cross", "cf_floor", "buy_items", "buy_mask", "buy_cross", "known_sorted", "cand_features",
+               "cand_stats")
+
+
+def split_by_users(weak: WeakSignals, mesh) -> WeakSignals:
+  """`weak` on a device mesh: each of its `USER_TABLES` split by users over `data`, so a device holds 1/D of
+  them (`distributed.split_rows`: the rows are padded to a multiple of D, which makes the tables longer than
+  M; whatever covers every user reads its first M rows)."""
+  from hnt_jax.distributed import split_rows
+  return weak.replace(**{name: split_rows(getattr(weak, name), mesh) for name in USER_TABLES
+                         if getattr(weak, name) is not None})
+
+
 def _aux_flags(ds: Dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:
   flags = np.zeros((users.shape[0], len(ds.auxiliary)), np.float32)
   for k, b in enumerate(ds.auxiliary):

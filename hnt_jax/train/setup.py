@@ -57,6 +57,9 @@ class Run:
                                         len(self.ds.behaviors))
     graphs = graphs if graphs is not None else graphs_from_config(config, self.ds, self.mesh)
     self.graphs = with_model_extras(graphs, self.model, self.ds, weak_signals)
+    if self.mesh is not None and self.graphs.weak is not None:
+      from hnt_jax.signals import split_by_users
+      self.graphs = self.graphs.replace(weak=split_by_users(self.graphs.weak, self.mesh))
     model = self.model
     # jitted: op by op, the loss `init` traces runs as hundreds of small compilations (docs/performance.md);
     # the values are the same either way (`models.base.normal_init`)

@@ -55,9 +55,9 @@ def assert_same_run(a_dir, b_dir, a, b, tol=1e-4):
       assert b[split][key] == pytest.approx(value, abs=5e-3), (split, key)
 
 
-@pytest.mark.parametrize("model_name,data,model", [("lightgcn", -1, 1), ("lightgcn_g", 2, 2)])
+@pytest.mark.parametrize("model_name,data,model", [("lightgcn", -1, 1), ("lightgcn_g", 2, 2), ("hnt", -1, 1)])
 def test_training_on_several_devices_matches_one(tmp_path, model_name, data, model):
-  """(HNT on 4 devices is checked by the checkpoint test below, against the same single-device reference.)"""
+  """(HNT: its pair-evidence tables split by users, `split_by_users`.)"""
   one_dir, one = tmp_path / "one", train_and_evaluate(sharded_config(model_name, data=1), str(tmp_path / "one"))
   many = train_and_evaluate(sharded_config(model_name, data=data, model=model), str(tmp_path / "many"))
   assert one["device"]["mesh"] == "single device"
@@ -108,6 +108,41 @@ def test_hnt_loss_and_gradients_on_four_devices_equal_one(leave_out):
   assert float(l4) == pytest.approx(float(l1), rel=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("data", [4, 3])
+def test_hnt_user_tables_split_over_data_and_the_results_equal_one_device(data):
+  """On the mesh every per-user table of HNT's pair evidence (`signals.USER_TABLES`) is split by users over
+  `data`, each device holding one block of rows (200 users over 3 devices: padded to 201). The tables hold
+  the single-device values, and the hesitation sets, the diagnostics and the full-ranking test evaluation
+  computed from them equal one device's."""
+  from hnt_jax import signals
+  configs = [sharded_config("hnt", data=d) for d in (1, data)]
+  for cfg in configs:  # the untrained conversion model's probabilities are near 0.5: let them in
+    cfg.model.hnt.hes_threshold = 0.0
+  one, many = (Run(cfg) for cfg in configs)
+  m = one.ds.n_users
+  rows = -(-m // data)
+  for name in signals.USER_TABLES:
+    table, whole = getattr(many.graphs.weak, name), getattr(one.graphs.weak, name)
+    assert [s.data.shape[0] for s in table.addressable_shards] == [rows] * data, name
+    np.testing.assert_array_equal(np.asarray(table)[:m], np.asarray(whole), err_msg=name)
+    assert not np.asarray(table)[m:].any(), name
+  assert one.graphs.weak.cand_features.shape[0] == m  # one device: nothing padded
+  params, state = one.init_variables()
+  rep = distributed.replicated(many.mesh)
+  state_one = one.refresh(params, state)
+  state_many = many.refresh(jax.device_put(params, rep), jax.device_put(state, rep))
+  assert np.asarray(state_one["hesitation"]["mask"]).any()
+  for a, b in zip(jax.tree.leaves(state_one), jax.tree.leaves(state_many)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+  for run_a, run_b in [(one.evaluate, many.evaluate), (one.diagnostics, many.diagnostics)]:
+    a = run_a(params, state_one, "test")
+    b = run_b(jax.device_put(params, rep), state_many, "test")
+    assert a.keys() == b.keys() and len(a) > 3
+    for key in a:
+      assert b[key] == pytest.approx(a[key], abs=1e-5), key
 
 
 @pytest.mark.parametrize("first,second", [(-1, 1), (1, -1)])

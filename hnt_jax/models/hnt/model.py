@@ -336,10 +336,10 @@ class HNT(Recommender):
   # --- hesitation sets and diagnostics -----------------------------------------------------------------
 
   def candidate_probabilities(self, graphs) -> jax.Array:
-    """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C]."""
+    """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C] (the M users: a mesh pads the tables)."""
     emb = self.representations(graphs)
     return hes_lib.score_candidates(
-        lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), graphs.weak)
+        lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), graphs.weak)[:self.n_users]
 
   def refresh(self, graphs) -> None:
     """Rebuilds the hesitation sets (call with mutable=["hesitation"])."""
@@ -366,7 +366,7 @@ class HNT(Recommender):
       out["hesitation_coverage"] = jnp.mean(jnp.any(hes["mask"], axis=1))
       out["hesitation_size"] = jnp.mean(jnp.sum(hes["mask"], axis=1))
       out["hesitation_precision"] = hes_lib.set_precision(hes, truth, users)
-      rand = hes_lib.random_choice(jax.random.PRNGKey(0), graphs.weak, self.hes_size)
+      rand = hes_lib.random_choice(jax.random.PRNGKey(0), graphs.weak, self.hes_size, self.n_users)
       out["random_precision"] = hes_lib.set_precision(rand, truth, users)
     return out
 

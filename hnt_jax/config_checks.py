@@ -91,6 +91,7 @@ def rules() -> dict[str, Rule]:
       "model.crgcn.n_layers": at_least(1), "model.crgcn.multitask_weight": at_least(0),
       "model.hnt.encoder": one_of(*ENCODERS), "model.hnt.sim_dim": at_least(1),
       "model.hnt.gate_temperature": above(0), "model.hnt.sim_temperature": above(0),
+      "model.hnt.sim_batch": at_least(0),
       "model.hnt.lambda_aux": at_least(0), "model.hnt.lambda_hes": at_least(0),
       "model.hnt.lambda_conv": at_least(0), "model.hnt.lambda_sim": at_least(0),
       "model.hnt.conv_hidden": at_least(1), "model.hnt.conv_batch": at_least(1),

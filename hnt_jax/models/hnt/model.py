@@ -63,6 +63,7 @@ class HNT(Recommender):
   sim_dim: int = 64  # d' of the item-similarity space φ
   gate_temperature: float = 0.2  # τ
   sim_temperature: float = 0.2  # τ_s
+  sim_batch: int = 0  # L_sim over the batch's first sim_batch rows (0: every row)
   lambda_aux: float = 0.0  # λ_aux: BPR on each auxiliary behavior
   lambda_hes: float = 0.5  # λ_h
   lambda_conv: float = 0.1  # λ_c
@@ -288,7 +289,10 @@ class HNT(Recommender):
     return sum(losses) / len(losses)
 
   def _similarity_loss(self, graphs, emb: HNTEmbeddings, users, pos) -> jax.Array:
-    """L_sim: for each batch (u, i⁺), another purchase i' of u is the positive; other rows negatives."""
+    """L_sim: for each batch (u, i⁺), another purchase i' of u is the positive; other rows negatives. With
+    `sim_batch`, over the batch's first rows only (a batch is a random draw of training purchases)."""
+    if 0 < self.sim_batch < users.shape[0]:
+      users, pos = users[:self.sim_batch], pos[:self.sim_batch]
     rows = graphs.target.rows
     items, mask = rows.padded(users)
     other = mask & (items != pos[:, None])

@@ -403,6 +403,33 @@ def test_ablations_switch_modules_off(tiny):
   cfg.model.hnt.update(use_negative_transfer=True, use_hesitation=True, use_evidence=True)
 
 
+def test_sim_batch_takes_l_sim_over_the_batchs_first_rows(tiny):
+  """`sim_batch` = n: L_sim of a batch is L_sim of its first n rows (the same partners drawn); n at least
+  the batch, or 0, is every row. (Training purchases as rows, each row's edge kept in the graph, so that the
+  item representations do not depend on the batch.)"""
+  cfg, ds, graphs = tiny
+  target = ds.train_target.tocoo()
+  batch = {"users": jnp.asarray(target.row[:16], jnp.int32), "pos": jnp.asarray(target.col[:16], jnp.int32),
+           "neg": jnp.zeros(16, jnp.int32)}
+
+  def sim(sim_batch, rows):
+    cfg.model.hnt.update(sim_batch=sim_batch, leave_out_edges=False)
+    model = get_model(cfg.model, ds.n_users, ds.n_items, 3)
+    cut = {k: v[:rows] for k, v in batch.items()}
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, graphs, cut,
+                           method=model.loss)
+    _, metrics = model.apply(variables, graphs, cut, method=model.loss, rngs={"sample": jax.random.PRNGKey(2)})
+    return float(metrics["sim"])
+
+  before = (cfg.model.hnt.sim_batch, cfg.model.hnt.leave_out_edges)
+  try:
+    assert sim(6, 16) == pytest.approx(sim(0, 6), rel=1e-6)
+    assert sim(6, 16) != pytest.approx(sim(0, 16), rel=1e-3)
+    assert sim(16, 16) == sim(40, 16) == sim(0, 16)
+  finally:
+    cfg.model.hnt.update(sim_batch=before[0], leave_out_edges=before[1])
+
+
 def test_score_scale_diagnostics_equal_numpy(tiny):
   """`score_std` is the std over items of the collaborative part cos(z_u, z_i) / τ_cf, averaged over the
   given users (computed through the items' covariance)."""

@@ -63,7 +63,7 @@ class HNT(Recommender):
   sim_dim: int = 64  # d' of the item-similarity space φ
   gate_temperature: float = 0.2  # τ
   sim_temperature: float = 0.2  # τ_s
-  sim_batch: int = 0  # L_sim over the batch's first sim_batch rows (0: every row)
+  sim_batch: int = 1024  # L_sim over the batch's first sim_batch rows (0: every row)
   lambda_aux: float = 0.0  # λ_aux: BPR on each auxiliary behavior
   lambda_hes: float = 0.5  # λ_h
   lambda_conv: float = 0.1  # λ_c

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hnt_jax.data.dataset import Dataset, binary_csr
+from hnt_jax.distributed import split_rows
 from hnt_jax.host import host_threads, parallel_chunks
 
 
@@ -99,9 +100,15 @@ USER_TABLES = ("cand_items", "cand_mask", "cand_aux", "conv_table_items", "conv_
 def split_by_users(weak: WeakSignals, mesh) -> WeakSignals:
   """`weak` on a device mesh: each of its `USER_TABLES` split by users over `data`, so a device holds 1/D of
   them (`distributed.split_rows`: the rows are padded to a multiple of D, which makes the tables longer than
-  M; whatever covers every user reads its first M rows)."""
-  from hnt_jax.distributed import split_rows
+  M; whatever covers every user reads them through `first_users`)."""
   return weak.replace(**{name: split_rows(getattr(weak, name), mesh) for name in USER_TABLES
+                         if getattr(weak, name) is not None})
+
+
+def first_users(weak: WeakSignals, m: int) -> WeakSignals:
+  """`weak` with its `USER_TABLES` cut to their first `m` rows: the M users of a split, padded table
+  (`split_by_users`), for the code that covers every user; unchanged where nothing is padded."""
+  return weak.replace(**{name: getattr(weak, name)[:m] for name in USER_TABLES
                          if getattr(weak, name) is not None})
 
 

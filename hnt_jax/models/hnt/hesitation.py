@@ -57,12 +57,10 @@ def score_candidates(logit_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.A
 
 def select_hesitations(probs: jax.Array, weak: WeakSignals, threshold: float, size: int
                        ) -> dict[str, jax.Array]:
-  """H_u: the top-`size` candidates with probability ≥ threshold ({"items", "mask", "conf"}: [M, size]),
-  for the users of `probs` [M, C] (the first M rows of the tables, which a mesh pads)."""
-  m = probs.shape[0]
-  eligible = weak.cand_mask[:m] & (probs >= threshold)
+  """H_u: the top-`size` candidates with probability ≥ threshold ({"items", "mask", "conf"}: [M, size])."""
+  eligible = weak.cand_mask & (probs >= threshold)
   conf, pos = _top(jnp.where(eligible, probs, -1.0), size)
-  items = jnp.take_along_axis(weak.cand_items[:m], pos, axis=1)
+  items = jnp.take_along_axis(weak.cand_items, pos, axis=1)
   mask = conf >= 0
   return {"items": jnp.where(mask, items, 0), "mask": mask, "conf": jnp.where(mask, conf, 0.0)}
 
@@ -75,14 +73,12 @@ def _top(keyed: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
   return jnp.pad(val, pad, constant_values=-1.0), jnp.pad(pos, pad)
 
 
-def random_choice(key: jax.Array, weak: WeakSignals, size: int, m: int) -> dict[str, jax.Array]:
-  """`size` weak-signal candidates per user chosen uniformly at random (the baseline for precision), for
-  the first `m` users (the M users; a mesh pads the tables)."""
-  cand_mask, cand_items = weak.cand_mask[:m], weak.cand_items[:m]
-  keys = jnp.where(cand_mask, jax.random.uniform(key, cand_mask.shape), -1.0)
+def random_choice(key: jax.Array, weak: WeakSignals, size: int) -> dict[str, jax.Array]:
+  """`size` weak-signal candidates per user chosen uniformly at random (the baseline for precision)."""
+  keys = jnp.where(weak.cand_mask, jax.random.uniform(key, weak.cand_mask.shape), -1.0)
   val, pos = _top(keys, size)
   mask = val >= 0
-  return {"items": jnp.where(mask, jnp.take_along_axis(cand_items, pos, axis=1), 0), "mask": mask}
+  return {"items": jnp.where(mask, jnp.take_along_axis(weak.cand_items, pos, axis=1), 0), "mask": mask}
 
 
 def set_precision(chosen: dict[str, jax.Array], truth: UserRows, users: jax.Array) -> jax.Array:

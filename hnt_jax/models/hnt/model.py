@@ -28,6 +28,7 @@ from hnt_jax.models.base import Recommender, behavior_bpr, l2_batch, normal_init
 from hnt_jax.models.hnt import hesitation as hes_lib
 from hnt_jax.models.hnt.encoder import encode_behaviors
 from hnt_jax.models.hnt.transfer import NegativeTransfer, info_nce
+from hnt_jax.signals import WeakSignals, first_users
 
 
 @flax.struct.dataclass
@@ -340,16 +341,20 @@ class HNT(Recommender):
   # --- hesitation sets and diagnostics -----------------------------------------------------------------
 
   def candidate_probabilities(self, graphs) -> jax.Array:
-    """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C] (the M users: a mesh pads the tables)."""
+    """σ(c_θ(x_ui)) of every padded weak-signal candidate, [M, C]."""
     emb = self.representations(graphs)
     return hes_lib.score_candidates(
-        lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), graphs.weak)[:self.n_users]
+        lambda u, items, aux: self.conversion_logits(graphs, emb, u, items, aux), self._users_weak(graphs))
+
+  def _users_weak(self, graphs) -> WeakSignals:
+    """`graphs.weak` for the code that covers every user: its per-user tables' M rows (a mesh pads them)."""
+    return first_users(graphs.weak, self.n_users)
 
   def refresh(self, graphs) -> None:
     """Rebuilds the hesitation sets (call with mutable=["hesitation"])."""
     if not self.hesitation_on:
       return
-    chosen = hes_lib.select_hesitations(self.candidate_probabilities(graphs), graphs.weak,
+    chosen = hes_lib.select_hesitations(self.candidate_probabilities(graphs), self._users_weak(graphs),
                                         self.hes_threshold, self.hes_size)
     self.hes_items.value, self.hes_mask.value, self.hes_conf.value = (chosen["items"], chosen["mask"],
                                                                       chosen["conf"])
@@ -370,7 +375,7 @@ class HNT(Recommender):
       out["hesitation_coverage"] = jnp.mean(jnp.any(hes["mask"], axis=1))
       out["hesitation_size"] = jnp.mean(jnp.sum(hes["mask"], axis=1))
       out["hesitation_precision"] = hes_lib.set_precision(hes, truth, users)
-      rand = hes_lib.random_choice(jax.random.PRNGKey(0), graphs.weak, self.hes_size, self.n_users)
+      rand = hes_lib.random_choice(jax.random.PRNGKey(0), self._users_weak(graphs), self.hes_size)
       out["random_precision"] = hes_lib.set_precision(rand, truth, users)
     return out
 

@@ -3,7 +3,8 @@
   python -m hnt_jax.report DIR [DIR ...] [--out report.md] [--plots PLOT_DIR]
 
 Each DIR is a run's workdir or a folder holding several. Runs whose configs differ only in `seed` are one
-row; numbers are test metrics of each run's best checkpoint.
+row; numbers are test metrics of each run's best checkpoint. Runs with a validation curve also get a table of
+how far each curve falls below its best after reaching it (the drift of a long run).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hnt_jax.config import INVOCATION_KEYS, flatten
-from hnt_jax.summaries import METRICS, format_mean_std, mean_std
+from hnt_jax.summaries import METRICS, curve_drop, format_mean_std, mean_std
 from hnt_jax.train.records import read_json, read_jsonl
 
 
@@ -101,6 +102,42 @@ def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -
   return "\n".join(lines)
 
 
+def validation_curve(run: dict, metric: str) -> list[tuple[int, float]]:
+  return [(x["epoch"], x["valid"][metric]) for x in run["history"] if metric in x.get("valid", {})]
+
+
+def curve_table(runs: list[dict], metrics: Sequence[str] = ("ndcg@10", "hr@10")) -> str:
+  """Markdown: per setting, how far each seed's validation curve falls below its best after reaching it
+  (the largest such drop over the seeds, with its seed and epoch) and where it ends (mean ± std over the
+  seeds); "" when no run has two evaluations."""
+  groups: dict[str, list[dict]] = {}
+  for r in runs:
+    if len(validation_curve(r, metrics[0])) >= 2:
+      groups.setdefault(group_key(r["config"]), []).append(r)
+  if not groups:
+    return ""
+  labels = setting_labels(groups)
+  head = ["model", "seeds", "last evaluation", f"best valid {metrics[0].upper()} (epochs)"]
+  for m in metrics:
+    head += [f"{m.upper()}: largest drop below the best (seed, epoch)", f"{m.upper()}: below the best at the end"]
+  lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---|" + "---:|" * (2 * len(metrics))]
+  for key, members in groups.items():
+    seeds = [m["results"]["seed"] for m in members]
+    drops = {m: [curve_drop(validation_curve(r, m)) for r in members] for m in metrics}
+    first = drops[metrics[0]]
+    cells = [labels[key], ",".join(map(str, seeds)), ", ".join(sorted({str(d["end_epoch"]) for d in first})),
+             f"{format_mean_std(mean_std([d['best'] for d in first]))} "
+             f"({', '.join(str(d['best_epoch']) for d in first)})"]
+    for m in metrics:
+      worst = max(range(len(members)), key=lambda j: drops[m][j]["lowest_drop"])
+      d = drops[m][worst]
+      cells.append(f"{100 * d['lowest_drop']:.2f}% ({seeds[worst]}, {d['lowest_epoch']})")
+      end = mean_std([100 * d["end_drop"] for d in drops[m]])
+      cells.append(format_mean_std(end, digits=2) + "%")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def plot_curves(runs: list[dict], out_dir: str) -> list[str]:
   """loss and validation curves, one PNG per setting; needs matplotlib (the `plots` extra)."""
   try:
@@ -122,9 +159,11 @@ def plot_curves(runs: list[dict], out_dir: str) -> list[str]:
     for m in members:
       h = m["history"]
       ax_loss.plot([x["epoch"] for x in h], [x["loss"] for x in h], label=f"seed {m['results']['seed']}")
-      val = [(x["epoch"], x["valid"][select]) for x in h if "valid" in x]
+      val = validation_curve(m, select)
       if val:
-        ax_val.plot(*zip(*val), marker="o", label=f"seed {m['results']['seed']}")
+        line, = ax_val.plot(*zip(*val), marker="o", label=f"seed {m['results']['seed']}")
+        if len(val) >= 2:  # the level 5% below this seed's best, against which a long run's drift is read
+          ax_val.axhline(0.95 * curve_drop(val)["best"], color=line.get_color(), linestyle=":", linewidth=1)
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss at evaluations")
     ax_val.set(xlabel="epoch", ylabel=f"validation {select}", title="validation")
     ax_loss.legend(), ax_val.legend()
@@ -153,6 +192,10 @@ def main(argv=None) -> int:
   for group in ("observed", "unobserved"):
     if any(f"{group}/hr@10" in r["results"].get("test", {}) for r in runs):
       text += f"\n\nHeld-out items {group} in an auxiliary behavior of the user:\n\n" + table(runs, group=group)
+  curves = curve_table(runs)
+  if curves:
+    text += ("\n\nValidation curves after their best (dotted in the plots: 5% below each seed's best):\n\n"
+             + curves)
   print(text)
   if args.out:
     with open(args.out, "w") as f:

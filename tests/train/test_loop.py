@@ -177,6 +177,7 @@ def test_cli_train_report_and_recommend(tmp_path):
   assert rep.returncode == 0, rep.stderr
   row = [l for l in rep.stdout.splitlines() if l.startswith("| lightgcn")][0]
   assert "| 0,1 |" in row and "±" in row
+  assert any(l.startswith("| lightgcn | 0,1 | 4 |") for l in rep.stdout.splitlines())  # the curves' drop table
   assert len(list((tmp_path / "plots").glob("*.png"))) == 1
   rec = subprocess.run([sys.executable, "-m", "hnt_jax.recommend", "--workdir", f"{tmp_path}/runs/s0",
                         "--users", "0,5", "--k", "4", "--json"], cwd=REPO, capture_output=True, text=True,

@@ -64,6 +64,14 @@ def group_key(config: dict) -> str:
   return json.dumps(flat, sort_keys=True)
 
 
+def by_setting(runs: list[dict]) -> dict[str, list[dict]]:
+  """The runs grouped by setting (`group_key`), in the order each setting first appears."""
+  groups: dict[str, list[dict]] = {}
+  for r in runs:
+    groups.setdefault(group_key(r["config"]), []).append(r)
+  return groups
+
+
 def setting_labels(groups: dict[str, list[dict]]) -> dict[str, str]:
   """A row label per setting: the model name plus the config keys in which settings of that model differ."""
   flats = {g: json.loads(g) for g in groups}
@@ -79,9 +87,7 @@ def setting_labels(groups: dict[str, list[dict]]) -> dict[str, str]:
 
 def table(runs: list[dict], metrics: Sequence[str] = METRICS, group: str = "") -> str:
   """Markdown: one row per setting, mean ± sample std over its seeds; `group` picks observed/unobserved."""
-  groups: dict[str, list[dict]] = {}
-  for r in runs:
-    groups.setdefault(group_key(r["config"]), []).append(r)
+  groups = by_setting(runs)
   prefix = f"{group}/" if group else ""
   labels = setting_labels(groups)
   head = ["model", "dataset", "protocol", "split", "seeds"] + [m.upper() for m in metrics]
@@ -110,10 +116,7 @@ def curve_table(runs: list[dict], metrics: Sequence[str] = ("ndcg@10", "hr@10"))
   """Markdown: per setting, how far each seed's validation curve falls below its best after reaching it
   (the largest such drop over the seeds, with its seed and epoch) and where it ends (mean ± std over the
   seeds); "" when no run has two evaluations."""
-  groups: dict[str, list[dict]] = {}
-  for r in runs:
-    if len(validation_curve(r, metrics[0])) >= 2:
-      groups.setdefault(group_key(r["config"]), []).append(r)
+  groups = by_setting([r for r in runs if len(validation_curve(r, metrics[0])) >= 2])
   if not groups:
     return ""
   labels = setting_labels(groups)
@@ -148,11 +151,8 @@ def plot_curves(runs: list[dict], out_dir: str) -> list[str]:
     print("matplotlib is not installed (pip install 'hnt_jax[plots]'): no plots", file=sys.stderr)
     return []
   os.makedirs(out_dir, exist_ok=True)
-  groups: dict[str, list[dict]] = {}
-  for r in runs:
-    groups.setdefault(group_key(r["config"]), []).append(r)
   written = []
-  for members in groups.values():
+  for members in by_setting(runs).values():
     first = members[0]["results"]
     select = first.get("select_metric", "ndcg@10")
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -65,6 +65,13 @@ def test_grid_then_seeds_and_summary_files(clean):
   assert row["provenance"] == [f"cpu, {short}"] * 2
   assert f"Runs made on: cpu, {short} (3 runs)." in md
   assert row["chosen_by"] == "validation" and summary["models"]["heuristic"]["chosen_by"] == "no parameters"
+  # the curve drops of the table's runs (mf's two seeds at the chosen point, 2 evaluations each); the
+  # heuristic's single evaluation is no curve
+  from hnt_jax import report
+  chosen = [report.load_run(str(out / "clean/mf" / best_tag / f"s{s}")) for s in (0, 1)]
+  assert md.endswith(report.curve_table(chosen) + "\n") and "## Validation curves" in md
+  curve_rows = [line for line in md.split("## Validation curves")[1].splitlines() if line.startswith("| mf")]
+  assert len(curve_rows) == 1 and curve_rows[0].startswith("| mf | 0,1 | 4 |")
 
 
 def test_provenance_names_device_and_short_commit():

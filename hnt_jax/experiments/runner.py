@@ -7,6 +7,7 @@ import os
 import re
 from typing import Any, Callable, Optional, Sequence
 
+from hnt_jax import report
 from hnt_jax.config import apply_overrides, parse_value
 from hnt_jax.errors import ConfigError
 from hnt_jax.experiments import summary as summary_lib
@@ -92,8 +93,11 @@ class Experiment:
     cfg = apply_overrides(self.base, model_overrides(model))
     return get_model(cfg.model, 1, 1, len(str(cfg.data.behaviors).split(","))).trainable
 
+  def _workdir(self, model: str, point: dict, seed: int) -> str:
+    return os.path.join(self.root, model, summary_lib.point_tag(point), f"s{seed}")
+
   def _run(self, model: str, point: dict, seed: int) -> dict:
-    workdir = os.path.join(self.root, model, summary_lib.point_tag(point), f"s{seed}")
+    workdir = self._workdir(model, point, seed)
     done = os.path.join(workdir, "results.json")
     if os.path.exists(done):
       return read_json(done)
@@ -129,11 +133,12 @@ class Experiment:
 
   def run(self, write_summary: bool = True) -> Optional[dict]:
     first = int(self.config.seed)
-    rows = {}
+    rows, workdirs = {}, []
     for model in self.models:
       point, scores, chosen_by = self._chosen_point(model, first)
       seeds = [first + s for s in range(self.seeds)] if self._trainable(model) else [first]
       results = [self._run(model, point, seed) for seed in seeds]
+      workdirs += [self._workdir(model, point, seed) for seed in seeds]
       rows[model] = {**summary_lib.summarize(results, point, scores), "chosen_by": chosen_by}
     if not write_summary:
       return None
@@ -141,7 +146,7 @@ class Experiment:
     os.makedirs(self.root, exist_ok=True)
     write_json(os.path.join(self.root, "summary.json"), summary)
     with open(os.path.join(self.root, "summary.md"), "w") as f:
-      f.write(summary_lib.format_summary(summary) + "\n")
+      f.write(summary_lib.format_summary(summary) + "\n" + curve_section(workdirs))
     summary_lib.bar_chart(summary, os.path.join(self.root, "summary.png"))
     return summary
 
@@ -156,6 +161,19 @@ class Experiment:
             "models": rows, "published": published,
             "published_source": cfg.experiments.published_source if published else "",
             "improvement": summary_lib.improvement(rows)}
+
+
+def curve_section(workdirs: Sequence[str]) -> str:
+  """summary.md's table of how far the table's runs' validation curves fall below their best
+  (`report.curve_table`), from the workdirs' metric histories; "" when no run has two evaluations."""
+  runs = [report.load_run(w) for w in workdirs
+          if all(os.path.exists(os.path.join(w, f)) for f in ("results.json", "config.json", "metrics.jsonl"))]
+  table = report.curve_table(runs)
+  if not table:
+    return ""
+  return ("\n## Validation curves\n\nHow far each setting's validation curves fall below their best after "
+          "reaching it, from the runs' metrics.jsonl (`python -m hnt_jax.report` prints the same table and "
+          "plots the curves).\n\n" + table + "\n")
 
 
 def describe_protocol(config, protocol: str) -> str:
